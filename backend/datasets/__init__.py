@@ -1,0 +1,1 @@
+"""Datasets: ingest of uploaded archives and the on-disk layout the worker reads."""

@@ -1,0 +1,154 @@
+"""A run's life in SQL and on its event stream: one place for every transition.
+
+The API creates and cancels runs; the worker marks them running, records
+epochs and finishes them. Each status change is written to SQL first (the
+record), then published to the run's stream (the live view); a Redis failure
+is logged and never loses the SQL record.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from backend import events
+from backend.db import BatchMetrics, EpochMetrics, Run, utcnow
+from backend.train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def publish_quietly(redis: Redis | None, run_id: str, event: dict[str, Any]) -> str | None:
+    """Publish an event; a failing side channel warns, never breaks the caller."""
+    if redis is None:
+        return None
+    try:
+        return events.publish(redis, run_id, event)
+    except RedisError as exc:
+        log.warning("could not publish %s event of run %s: %s", event["type"], run_id, exc)
+        return None
+
+
+def create_run(session: Session, dataset_id: str, config: TrainConfig, name: str | None) -> Run:
+    run = Run(dataset_id=dataset_id, config=config.model_dump(mode="json"), name=name or "")
+    session.add(run)
+    session.flush()
+    if not run.name:
+        run.name = f"{config.optimizer} lr={config.learning_rate:g} bs={config.batch_size}"
+    session.commit()
+    return run
+
+
+def mark_running(session: Session, redis: Redis | None, run_id: str) -> Run | None:
+    """Start (or resume) a run; None when there is nothing to do: the run is
+    gone, already final, or was cancelled while it waited in the queue."""
+    run = session.get(Run, run_id)
+    if run is None or run.status in events.FINAL_STATUSES:
+        return None
+    if redis is not None and cancel_requested(redis, run_id):
+        finish(session, redis, run_id, "cancelled")
+        return None
+    resumed = run.status == "running" or run.epochs_done > 0
+    run.status = "running"
+    run.started_at = run.started_at or utcnow()
+    if resumed:
+        run.resumed_at_epoch = run.epochs_done + 1
+    session.commit()
+    extra = {"resumed_at_epoch": run.resumed_at_epoch} if resumed else {}
+    publish_quietly(redis, run_id, events.status_event("running", **extra))
+    return run
+
+
+def record_epoch(
+    session: Session,
+    run_id: str,
+    epoch: int,
+    values: dict[str, Any],
+    batches: list[tuple[int, float, dict[str, Any]]],
+) -> None:
+    """Store one finished epoch and its batch points in one transaction.
+
+    Idempotent: a redelivered task that replays an epoch replaces its rows
+    instead of duplicating them.
+    """
+    session.execute(
+        delete(EpochMetrics).where(EpochMetrics.run_id == run_id, EpochMetrics.epoch >= epoch)
+    )
+    if batches:
+        first_step = batches[0][0]
+        session.execute(
+            delete(BatchMetrics).where(
+                BatchMetrics.run_id == run_id, BatchMetrics.step >= first_step
+            )
+        )
+    session.add(EpochMetrics(run_id=run_id, epoch=epoch, values=values))
+    session.add_all(
+        BatchMetrics(run_id=run_id, step=step, epoch=at, values=vals) for step, at, vals in batches
+    )
+    run = session.get(Run, run_id)
+    if run is not None:
+        run.epochs_done = epoch
+    session.commit()
+
+
+def finish(
+    session: Session, redis: Redis | None, run_id: str, status: str, error: str | None = None
+) -> None:
+    if status not in events.FINAL_STATUSES:
+        raise ValueError(f"{status!r} is not a final status")
+    run = session.get(Run, run_id)
+    if run is None:
+        return
+    run.status = status
+    run.error = error
+    run.finished_at = utcnow()
+    session.commit()
+    extra: dict[str, Any] = {"epochs_done": run.epochs_done}
+    if error:
+        extra["error"] = error
+    publish_quietly(redis, run_id, events.status_event(status, **extra))
+    if redis is not None:
+        try:
+            redis.delete(events.cancel_key(run_id))
+        except RedisError:
+            pass
+
+
+def request_cancel(session: Session, redis: Redis | None, run: Run) -> Run:
+    """A queued run is cancelled at once; a running one at its next batch,
+    when the worker sees the flag."""
+    if run.status in events.FINAL_STATUSES:
+        return run
+    if redis is not None:
+        # Set for both: a queued run may be picked up by a worker right now.
+        redis.set(events.cancel_key(run.id), "1", ex=7 * 24 * 3600)
+    if run.status == "queued":
+        finish(session, redis, run.id, "cancelled")
+        session.refresh(run)
+    return run
+
+
+def cancel_requested(redis: Redis, run_id: str) -> bool:
+    try:
+        return bool(redis.exists(events.cancel_key(run_id)))
+    except RedisError:
+        return False
+
+
+def epoch_rows(session: Session, run_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(EpochMetrics).where(EpochMetrics.run_id == run_id).order_by(EpochMetrics.epoch)
+    )
+    return [{"epoch": row.epoch, **row.values} for row in rows]
+
+
+def batch_rows(session: Session, run_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(BatchMetrics).where(BatchMetrics.run_id == run_id).order_by(BatchMetrics.step)
+    )
+    return [{"step": row.step, "epoch": row.epoch, **row.values} for row in rows]

@@ -1,0 +1,81 @@
+"""One Settings object per process, read once from ``CURVELAB_*`` variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CURVELAB_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("data"), description="Uploaded datasets, run artifacts, the SQLite file."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; defaults to SQLite under the data dir."
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Celery broker and run event streams."
+    )
+    api_token: str | None = Field(
+        default=None, description="When set, every /api route but /api/health needs it."
+    )
+    api_url: str = Field(
+        default="http://127.0.0.1:8000", description="Where the UI and the CLI reach the API."
+    )
+    max_upload_mb: int = Field(default=1024, ge=1, description="Largest dataset upload, in MiB.")
+    max_zip_entries: int = Field(default=200_000, ge=1)
+    max_uncompressed_mb: int = Field(default=8192, ge=1)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # Redelivery of an unacknowledged task happens after this long; it must
+    # exceed the longest queue wait plus training time (celery#5935).
+    visibility_timeout_s: int = Field(default=7 * 24 * 3600, ge=60)
+    stream_maxlen: int = Field(default=100_000, ge=100, description="Events kept per run stream.")
+    worker_heartbeat_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("api_token")
+    @classmethod
+    def _no_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() in {"", "changeme", "change-me", "secret"}:
+            raise ValueError("CURVELAB_API_TOKEN is a placeholder; set a real secret or unset it")
+        return value
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'curvelab.db'}"
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.data_dir / "runs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        # Under the data dir so that the final rename of a staged dataset is
+        # on one filesystem, hence atomic.
+        return self.data_dir / "tmp"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    def ensure_dirs(self) -> None:
+        for path in (self.data_dir, self.datasets_dir, self.runs_dir, self.tmp_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,104 @@
+"""TrainConfig: every knob of a training run, with bounds.
+
+The defaults are the network of the question that started curvelab: four
+Conv+BN, Conv+BN, MaxPool blocks (64..512 filters) on 50×55 RGB images,
+Dense(512), Adam, batch 128. One home for this contract: the API validates
+with it, the worker builds from it, presets are instances of it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Augment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    flip: bool = Field(default=False, description="Random horizontal flips.")
+    rotate: float = Field(
+        default=0.0, ge=0.0, le=0.5, description="Random rotation, as a fraction of a full turn."
+    )
+    zoom: float = Field(default=0.0, ge=0.0, le=0.5, description="Random zoom, ± this fraction.")
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # data
+    image_size: tuple[int, int] = Field(
+        default=(50, 55), description="Images are resized to [height, width]."
+    )
+    color_mode: Literal["rgb", "grayscale"] = Field(default="rgb")
+    validation_split: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="Share of each class held out for validation."
+    )
+    seed: int = Field(default=42, ge=0, le=2**31 - 1, description="Split, shuffle and init seed.")
+    augment: Augment = Field(default_factory=Augment)
+    # network
+    filters: list[int] = Field(
+        default=[64, 128, 256, 512],
+        min_length=1,
+        max_length=8,
+        description="Filters of each block's convolutions; each block ends in a 2×2 max-pool.",
+    )
+    convs_per_block: int = Field(default=2, ge=1, le=4)
+    kernel_size: int = Field(default=3, ge=1, le=11)
+    batch_norm: bool = Field(default=True, description="BatchNormalization after every conv.")
+    bn_momentum: float = Field(default=0.99, ge=0.0, lt=1.0)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="After each block and dense.")
+    dense_units: int = Field(default=512, ge=1, le=8192)
+    # optimizer
+    optimizer: Literal["adam", "sgd", "rmsprop"] = Field(default="adam")
+    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="SGD only.")
+    # schedule
+    batch_size: int = Field(default=128, ge=1, le=8192)
+    epochs: int = Field(default=20, ge=1, le=1000)
+    early_stopping_patience: int | None = Field(
+        default=None, ge=1, le=1000, description="Stop after this many epochs without a better val_loss."
+    )
+    batch_metrics_every: int = Field(
+        default=10, ge=1, le=100_000, description="Stream the batch loss every this many steps."
+    )
+
+    @model_validator(mode="after")
+    def _fits_the_image(self) -> TrainConfig:
+        for i, side in enumerate(self.image_size):
+            if not 4 <= side <= 1024:
+                raise ValueError(f"image_size[{i}] must be between 4 and 1024, got {side}")
+        for i, count in enumerate(self.filters):
+            if not 1 <= count <= 2048:
+                raise ValueError(f"filters[{i}] must be between 1 and 2048, got {count}")
+        # Each block halves height and width (floor); below 1×1 there is nothing to pool.
+        smallest = min(self.image_size)
+        if smallest >> len(self.filters) < 1:
+            raise ValueError(
+                f"filters: {len(self.filters)} pooling blocks shrink a {smallest}-pixel side "
+                f"below 1 pixel; use at most {smallest.bit_length() - 1} blocks or a larger image_size"
+            )
+        return self
+
+    @property
+    def channels(self) -> int:
+        return 3 if self.color_mode == "rgb" else 1
+
+
+PRESETS: dict[str, tuple[str, TrainConfig]] = {
+    "seed-cnn": (
+        "The question's network: 4 × (Conv+BN, Conv+BN, MaxPool), Dense 512, Adam 1e-3, batch 128.",
+        TrainConfig(),
+    ),
+    "seed-cnn-small": (
+        "The same shape, narrow enough for a CPU: filters 8–64, Dense 64.",
+        TrainConfig(filters=[8, 16, 32, 64], dense_units=64, epochs=6),
+    ),
+    "tiny": (
+        "Two small blocks on 32×32 images: curves within a minute on a laptop CPU.",
+        TrainConfig(
+            image_size=(32, 32), filters=[8, 16], convs_per_block=1, dense_units=32,
+            batch_size=32, epochs=10, batch_metrics_every=2,
+        ),
+    ),
+}
