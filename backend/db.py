@@ -57,8 +57,12 @@ class Run(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200))
-    # No ON DELETE: a dataset with runs cannot be deleted (the API says so).
-    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"), index=True)
+    # A deleted dataset leaves its runs' curves and models in place.
+    dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="SET NULL"), index=True, nullable=True
+    )
+    # Copied from the dataset at creation: the label order the model predicts in.
+    class_names: Mapped[list[Any]] = mapped_column(JSON, default=list)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from backend import events
-from backend.db import BatchMetrics, EpochMetrics, Run, utcnow
+from backend.db import BatchMetrics, Dataset, EpochMetrics, Run, utcnow
 from backend.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,15 @@ def publish_quietly(redis: Redis | None, run_id: str, event: dict[str, Any]) -> 
         return None
 
 
-def create_run(session: Session, dataset_id: str, config: TrainConfig, name: str | None) -> Run:
-    run = Run(dataset_id=dataset_id, config=config.model_dump(mode="json"), name=name or "")
+def create_run(
+    session: Session, dataset: Dataset, config: TrainConfig, name: str | None
+) -> Run:
+    run = Run(
+        dataset_id=dataset.id,
+        class_names=[c["name"] for c in dataset.classes],
+        config=config.model_dump(mode="json"),
+        name=name or "",
+    )
     session.add(run)
     session.flush()
     if not run.name:

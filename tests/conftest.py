@@ -11,9 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from redis import Redis
 
-from backend.db import Database
+from backend.db import Database, Dataset
 from backend.settings import Settings
 
 
@@ -118,3 +119,32 @@ def database(settings: Settings) -> Iterator[Database]:
     db = Database(settings.sqlalchemy_url)
     yield db
     db.dispose()
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[TestClient]:
+    """The real app (lifespan included) over the test's Redis and SQLite."""
+    from backend.api.main import create_app
+
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def make_dataset_row(database: Database):
+    """Insert a Dataset record directly (for run tests that need no files)."""
+
+    def make(classes: tuple[str, ...] = ("a", "b")) -> str:
+        with database.session() as session:
+            row = Dataset(
+                name="rows-only",
+                num_images=10 * len(classes),
+                classes=[{"name": c, "count": 10} for c in classes],
+                image_shapes=[],
+                warnings=[],
+            )
+            session.add(row)
+            session.commit()
+            return row.id
+
+    return make

@@ -1,0 +1,1 @@
+"""The HTTP edge: FastAPI routes over the domain modules. Thin by design."""

@@ -1,0 +1,115 @@
+"""Datasets: upload a ZIP of class folders, list, read, delete, sample."""
+
+from __future__ import annotations
+
+import shutil
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
+from sqlalchemy import func, select
+
+from backend.api.deps import ResourcesDep, SessionDep
+from backend.api.schemas import ClassSamples, DatasetPublic
+from backend.datasets.ingest import (
+    IngestError,
+    delete_dataset_files,
+    ingest_archive,
+    sample_thumbnails,
+)
+from backend.db import Dataset, Run, new_id
+from backend.events import FINAL_STATUSES
+
+router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+NOT_FOUND = "dataset not found"
+
+
+@router.post("", response_model=DatasetPublic, status_code=status.HTTP_201_CREATED)
+def upload_dataset(
+    session: SessionDep,
+    resources: ResourcesDep,
+    file: Annotated[UploadFile, File(description="A .zip with one folder of images per class.")],
+    name: Annotated[str | None, Form(max_length=200)] = None,
+) -> Dataset:
+    """Upload a ZIP (one folder per class, one wrapping folder allowed)."""
+    settings = resources.settings
+    settings.ensure_dirs()
+    dataset_id = new_id()
+    archive = settings.tmp_dir / f"upload-{dataset_id}.zip"
+    try:
+        # Starlette has spooled the part to a temp file; copy it in chunks
+        # next to the datasets so nothing is ever held whole in memory.
+        with archive.open("wb") as out:
+            shutil.copyfileobj(file.file, out, length=1024 * 1024)
+        summary = ingest_archive(archive, dataset_id, settings)
+    except IngestError as exc:
+        raise HTTPException(status_code=exc.status_code, detail=str(exc)) from exc
+    finally:
+        archive.unlink(missing_ok=True)
+
+    fallback = (file.filename or "dataset").rsplit("/", 1)[-1].removesuffix(".zip")
+    dataset = Dataset(
+        id=dataset_id,
+        name=(name or "").strip() or fallback[:200] or "dataset",
+        num_images=summary.num_images,
+        classes=summary.classes,
+        image_shapes=summary.image_shapes,
+        warnings=summary.warnings,
+    )
+    try:
+        session.add(dataset)
+        session.commit()
+    except Exception:
+        delete_dataset_files(dataset_id, settings)  # no files without a record
+        raise
+    return dataset
+
+
+@router.get("", response_model=list[DatasetPublic])
+def list_datasets(session: SessionDep) -> list[Dataset]:
+    """All datasets, newest first."""
+    return list(session.scalars(select(Dataset).order_by(Dataset.created_at.desc())))
+
+
+@router.get("/{dataset_id}", response_model=DatasetPublic)
+def read_dataset(dataset_id: str, session: SessionDep) -> Dataset:
+    """One dataset's summary."""
+    return _get(session, dataset_id)
+
+
+@router.get("/{dataset_id}/samples", response_model=list[ClassSamples])
+def dataset_samples(
+    dataset_id: str, session: SessionDep, resources: ResourcesDep, per_class: int = 4
+) -> list[dict[str, object]]:
+    """A few thumbnails per class, as PNG data URLs."""
+    _get(session, dataset_id)
+    if not 1 <= per_class <= 32:
+        raise HTTPException(422, "per_class must be between 1 and 32")
+    return sample_thumbnails(dataset_id, resources.settings, per_class=per_class)
+
+
+@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_dataset(dataset_id: str, session: SessionDep, resources: ResourcesDep) -> Response:
+    """Delete a dataset; its finished runs keep their curves and models."""
+    dataset = _get(session, dataset_id)
+    active = session.scalar(
+        select(func.count())
+        .select_from(Run)
+        .where(Run.dataset_id == dataset_id, Run.status.not_in(FINAL_STATUSES))
+    )
+    if active:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"dataset has {active} queued or running run(s); cancel them first",
+        )
+    session.delete(dataset)
+    session.commit()
+    delete_dataset_files(dataset_id, resources.settings)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _get(session: SessionDep, dataset_id: str) -> Dataset:
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+    return dataset

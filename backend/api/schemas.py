@@ -1,0 +1,83 @@
+"""Request and response models of the public REST contract."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from backend.train_config import TrainConfig
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    redis: bool
+    database: bool
+    workers: int
+
+
+class ClassCount(BaseModel):
+    name: str
+    count: int
+
+
+class ImageShape(BaseModel):
+    height: int
+    width: int
+    mode: str
+    count: int
+
+
+class DatasetPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    created_at: datetime
+    num_images: int
+    classes: list[ClassCount]
+    image_shapes: list[ImageShape]
+    warnings: list[str]
+
+
+class ClassSamples(BaseModel):
+    name: str
+    count: int
+    images: list[str] = Field(description="PNG thumbnails as data: URLs.")
+
+
+class Preset(BaseModel):
+    name: str
+    description: str
+    config: TrainConfig
+
+
+class RunCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(max_length=64)
+    config: TrainConfig = Field(default_factory=TrainConfig)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class RunPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    dataset_id: str | None
+    class_names: list[str]
+    config: TrainConfig
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    epochs_done: int
+    error: str | None
+    resumed_at_epoch: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class Metrics(BaseModel):
+    epochs: list[dict[str, Any]] = Field(description="One row per finished epoch, 1-based.")
+    batches: list[dict[str, Any]] = Field(description="Training loss at fractional epochs.")

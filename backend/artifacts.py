@@ -1,0 +1,22 @@
+"""Where a run's files live: ``DATA_DIR/runs/<id>/`` with the final model,
+the history CSV and per-epoch checkpoints. One home for these names; the
+worker writes them, the API serves them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.csv"
+CHECKPOINTS = "checkpoints"
+
+
+def run_dir(runs_root: Path, run_id: str) -> Path:
+    # Run ids are server-made hex strings; refuse anything else before touching disk.
+    if not run_id.isalnum():
+        raise ValueError(f"not a run id: {run_id!r}")
+    return runs_root / run_id
+
+
+def checkpoint_path(runs_root: Path, run_id: str, epoch: int) -> Path:
+    return run_dir(runs_root, run_id) / CHECKPOINTS / f"epoch-{epoch:04d}.keras"
