@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CURVELAB_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CURVELAB_", extra="ignore", env_ignore_empty=True)
 
     data_dir: Path = Field(
         default=Path("data"), description="Uploaded datasets, run artifacts, the SQLite file."

@@ -1,0 +1,79 @@
+"""The command line and environment of each part: API, worker, UI.
+
+One place for them, used both by ``curvelab up`` (which supervises all three)
+and by ``curvelab api|worker|ui`` (which runs one in the foreground), so the
+two ways of starting a part can never drift apart.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from backend.queue import QUEUE
+
+# Hosts that mean "every interface": a client must use loopback instead.
+ANY_HOST = {"", "0.0.0.0", "::"}
+
+
+def http_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses to reach a server bound to ``host``."""
+    if host in ANY_HOST:
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def child_env(*, data_dir: Path, redis_url: str, api_url: str) -> dict[str, str]:
+    """Our environment (every CURVELAB_* the user set included) plus the settings
+    this command decided, which take precedence."""
+    env = dict(os.environ)
+    env.update(
+        CURVELAB_DATA_DIR=str(data_dir),
+        CURVELAB_REDIS_URL=redis_url,
+        CURVELAB_API_URL=api_url,
+        # Log lines reach the log file as they happen, not when a buffer fills.
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def api_argv(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "backend.api.main:create_app",
+        "--host", host, "--port", str(port),
+    ]
+
+
+def worker_argv() -> list[str]:
+    # solo pool, one task at a time: TensorFlow is never forked after import
+    # (tensorflow#57877), and a worker holds one GPU's memory for one run.
+    return [
+        sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker",
+        "--pool=solo", "--concurrency=1", f"--queues={QUEUE}", "--loglevel=INFO",
+    ]
+
+
+def streamlit_app_path() -> Path:
+    """Where ``frontend/streamlit_app.py`` is installed, found without importing
+    any frontend code into this process."""
+    spec = importlib.util.find_spec("frontend")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the frontend package is not installed (pip install curvelab)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "streamlit_app.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed frontend package")
+    return path
+
+
+def ui_argv(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "streamlit", "run", str(streamlit_app_path()),
+        "--server.port", str(port),
+        "--server.address", host,
+        "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]

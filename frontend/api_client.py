@@ -1,0 +1,121 @@
+"""A small client of curvelab's REST API: the only way the UI reaches data.
+
+Plain httpx, so pages stay thin and tests can drive it with
+``httpx.MockTransport``. Settings come from the two environment variables the
+UI needs; the frontend does not import backend's Settings, by design.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import streamlit as st
+
+DEFAULT_API_URL = "http://127.0.0.1:8000"
+
+
+class ApiError(Exception):
+    """The API answered with an error (``status``) or not at all (``status`` None)."""
+
+    def __init__(self, status: int | None, detail: str) -> None:
+        super().__init__(f"{status}: {detail}" if status is not None else detail)
+        self.status = status
+        self.detail = detail
+
+
+class ApiUnreachable(ApiError):
+    """Nothing answered at the API's URL: the UI shows a banner, not a traceback."""
+
+    def __init__(self, base_url: str, reason: str) -> None:
+        super().__init__(None, f"cannot reach the API at {base_url}: {reason}")
+        self.base_url = base_url
+
+
+class ApiClient:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_API_URL,
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # Connecting should fail fast so a dead API shows its banner at once.
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
+            transport=transport,
+        )
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> ApiClient:
+        """Reads CURVELAB_API_URL and CURVELAB_API_TOKEN (empty means unset)."""
+        url = os.environ.get("CURVELAB_API_URL") or DEFAULT_API_URL
+        token = os.environ.get("CURVELAB_API_TOKEN") or None
+        return cls(url, token, **kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One call; the decoded JSON body, or :class:`ApiError`."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(self.base_url, str(exc) or exc.__class__.__name__) from exc
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, _detail(response))
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ApiError(response.status_code, "the answer is not JSON") from exc
+
+    def health(self) -> dict[str, Any]:
+        return dict(self.request("GET", "/api/health"))
+
+    def list_datasets(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/api/datasets"))
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/api/runs"))
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/runs/{quote(run_id, safe='')}"))
+
+    def list_presets(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/api/presets"))
+
+
+def _detail(response: httpx.Response) -> str:
+    """The ``detail`` of an error body, flattened when it is FastAPI's 422 list."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if isinstance(detail, list):
+        return "; ".join(_one_error(item) for item in detail)
+    if detail is None:
+        return response.reason_phrase
+    return str(detail)
+
+
+def _one_error(item: Any) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    loc = ".".join(str(part) for part in item.get("loc", []) if part != "body")
+    return f"{loc}: {item.get('msg', '')}" if loc else str(item.get("msg", ""))
+
+
+@st.cache_resource
+def get_client() -> ApiClient:
+    """One client per UI process: its connection pool serves every session."""
+    return ApiClient.from_env()
