@@ -57,12 +57,14 @@ def batch_event(step: int, epoch: float, values: dict[str, Any]) -> dict[str, An
     return {"type": "batch", "step": step, "epoch": epoch, **values}
 
 
-def encode(event: dict[str, Any]) -> dict[str, str]:
+def encode(event: dict[str, Any]) -> dict[Any, Any]:
     return {"type": event["type"], "data": json.dumps(event, allow_nan=False)}
 
 
 def decode(fields: dict[Any, Any]) -> dict[str, Any]:
     raw = fields.get("data", fields.get(b"data"))
+    if raw is None:
+        raise ValueError("stream entry has no 'data' field")
     if isinstance(raw, bytes):
         raw = raw.decode()
     event: dict[str, Any] = json.loads(raw)

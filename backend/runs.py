@@ -23,12 +23,14 @@ from backend.train_config import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def publish_quietly(redis: Redis | None, run_id: str, event: dict[str, Any]) -> str | None:
+def publish_quietly(
+    redis: Redis | None, run_id: str, event: dict[str, Any], maxlen: int = 100_000
+) -> str | None:
     """Publish an event; a failing side channel warns, never breaks the caller."""
     if redis is None:
         return None
     try:
-        return events.publish(redis, run_id, event)
+        return events.publish(redis, run_id, event, maxlen=maxlen)
     except RedisError as exc:
         log.warning("could not publish %s event of run %s: %s", event["type"], run_id, exc)
         return None
@@ -100,6 +102,17 @@ def record_epoch(
     run = session.get(Run, run_id)
     if run is not None:
         run.epochs_done = epoch
+    session.commit()
+
+
+def discard_epochs(session: Session, run_id: str) -> None:
+    """Forget a run's recorded epochs: it is starting over (its checkpoint is lost)."""
+    session.execute(delete(EpochMetrics).where(EpochMetrics.run_id == run_id))
+    session.execute(delete(BatchMetrics).where(BatchMetrics.run_id == run_id))
+    run = session.get(Run, run_id)
+    if run is not None:
+        run.epochs_done = 0
+        run.resumed_at_epoch = None
     session.commit()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
@@ -65,7 +65,7 @@ async def run_events(
             # Once SQL says the run is over, one last read without blocking
             # picks up the final status event published just after the commit.
             block = None if over else BLOCK_MS
-            reply = await resources.aredis.xread({key: cursor}, count=500, block=block)
+            reply: Any = await resources.aredis.xread({key: cursor}, count=500, block=block)
         except RedisError as exc:
             yield ServerSentEvent(
                 event="error", raw_data=json.dumps({"type": "error", "error": str(exc)})

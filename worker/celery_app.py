@@ -1,0 +1,86 @@
+"""The worker's Celery app: the shared configuration from ``backend.queue``,
+this package's tasks, and a heartbeat the API counts as a live worker.
+
+Run with the solo pool, one task at a time, so TensorFlow is never forked
+after it is imported (tensorflow#57877)::
+
+    python -m celery -A worker.celery_app:app worker --pool=solo \
+        --concurrency=1 --queues=training --loglevel=INFO
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+from redis import Redis
+from redis.exceptions import RedisError
+
+from backend import events
+from backend.queue import make_celery
+from backend.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+app = make_celery(get_settings())
+# Imported when the worker starts, not here: sending a task never loads Keras.
+app.conf.include = ["worker.tasks"]
+
+
+class Heartbeat:
+    """Refreshes ``events.worker_key(hostname)`` with a TTL of three beats.
+
+    A solo-pool worker busy training answers no Celery ping; this thread
+    keeps beating through a training, and the key expires soon after the
+    worker dies, however it dies.
+    """
+
+    def __init__(self, settings: Settings, hostname: str) -> None:
+        self.key = events.worker_key(hostname)
+        self.interval = settings.worker_heartbeat_s
+        self.redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="curvelab-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(self.interval + 5)
+        with contextlib.suppress(RedisError):  # it expires on its own
+            self.redis.delete(self.key)
+
+    def _run(self) -> None:
+        ttl_ms = int(self.interval * 3 * 1000)
+        while not self._stop.is_set():
+            value = json.dumps({"pid": os.getpid(), "at": time.time()})
+            try:
+                self.redis.set(self.key, value, px=ttl_ms)
+            except RedisError as exc:
+                log.warning("worker heartbeat: %s", exc)
+            self._stop.wait(self.interval)
+
+
+_heartbeat: Heartbeat | None = None
+
+
+@worker_ready.connect
+def _start_heartbeat(sender: Any = None, **_: Any) -> None:
+    global _heartbeat
+    hostname = getattr(sender, "hostname", None) or app.conf.get("worker_hostname") or "worker"
+    _heartbeat = Heartbeat(get_settings(), str(hostname))
+    _heartbeat.start()
+    log.info("worker heartbeat on %s every %.1fs", _heartbeat.key, _heartbeat.interval)
+
+
+@worker_shutdown.connect
+def _stop_heartbeat(**_: Any) -> None:
+    if _heartbeat is not None:
+        _heartbeat.stop()

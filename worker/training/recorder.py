@@ -1,0 +1,153 @@
+"""RunRecorder: the one Keras callback that turns a fit into a run's record.
+
+Per batch it does the least it can: a counter, a modulo and an Event read
+(the cancel flag, polled from Redis by the side channel's thread). It hooks
+``on_train_batch_begin``, not ``_end``: overriding ``on_train_batch_end``
+would make Keras dispatch batch logs synchronously on backends where a bare
+fit dispatches them to a thread; every ``batch_metrics_every`` steps it reads
+the metrics once instead. Redis is never touched from here: events go to
+the side channel's queue. At each epoch end it times the epoch, collects
+every Keras log value plus ``seconds``, ``images_per_sec`` and ``lr`` (and
+the values of any probes), checkpoints, writes SQL, then queues the epoch
+event.
+
+A batch point's ``loss`` and ``accuracy`` are means over the steps since the
+previous point of the same epoch, recovered from Keras's running means
+(weighted by images, as Keras weighs them): the loss at that moment of
+training, where Keras's own number is a mean since the epoch began.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import keras
+
+from backend import events, runs
+from backend.db import Database
+from backend.settings import Settings
+from worker.training import artifacts
+
+log = logging.getLogger(__name__)
+
+# A probe measures the model at an epoch's end (1-based) without changing it;
+# its values join the epoch's record like any Keras metric.
+EpochProbe = Callable[[keras.Model, int], Mapping[str, float | None]]
+BatchPoint = tuple[int, float, dict[str, Any]]
+
+
+def _floats(values: Mapping[str, Any]) -> dict[str, float | None]:
+    result: dict[str, float | None] = {}
+    for key, value in values.items():
+        try:
+            result[key] = events.finite_or_none(value)
+        except (TypeError, ValueError):
+            continue  # not a number: nothing to plot
+    return result
+
+
+class RunRecorder(keras.callbacks.Callback):
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        settings: Settings,
+        db: Database,
+        publish: Callable[[dict[str, Any]], None],
+        cancel: threading.Event,
+        steps_per_epoch: int,
+        batch_size: int,
+        train_images: int,
+        batch_metrics_every: int,
+        probes: Sequence[EpochProbe] = (),
+    ) -> None:
+        super().__init__()
+        if steps_per_epoch < 1 or batch_metrics_every < 1:
+            raise ValueError("steps_per_epoch and batch_metrics_every must be at least 1")
+        self.run_id = run_id
+        self.settings = settings
+        self.db = db
+        self.publish = publish
+        self.cancel = cancel
+        self.steps_per_epoch = steps_per_epoch
+        self.batch_size = batch_size
+        self.train_images = train_images
+        self.every = batch_metrics_every
+        self.probes = list(probes)
+        self.cancelled = False  # True once training was stopped for a cancel
+        self._epoch = 0  # 0-based, as Keras counts
+        self._steps_started = 0
+        self._started = 0.0
+        self._train_ended: float | None = None
+        self._points: list[BatchPoint] = []
+        self._window: tuple[int, dict[str, float]] = (0, {})  # images seen, metric sums
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+        self._steps_started = 0
+        self._points = []
+        self._window = (0, {})
+        self._train_ended = None
+        self._started = time.perf_counter()
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # `batch` steps of this epoch are done; this hook runs before the next.
+        self._steps_started = batch + 1
+        if self.cancel.is_set():
+            self.cancelled = True
+            self.model.stop_training = True
+        if batch and (self._epoch * self.steps_per_epoch + batch) % self.every == 0:
+            self._point(batch, self.model.get_metrics_result())
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # fit validates after the epoch's last step: the training part ends here.
+        if self._train_ended is None:
+            self._train_ended = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        logs = logs or {}
+        ended = time.perf_counter()
+        if self._steps_started < self.steps_per_epoch:
+            log.info("run %s: epoch %d cut short by a cancel; not recorded", self.run_id, epoch + 1)
+            return
+        if ((epoch + 1) * self.steps_per_epoch) % self.every == 0:
+            training = {k: v for k, v in logs.items() if not k.startswith("val_")}
+            self._point(self.steps_per_epoch, training)
+        train_seconds = (self._train_ended or ended) - self._started
+        values: dict[str, Any] = _floats(logs)
+        values["seconds"] = ended - self._started
+        values["images_per_sec"] = self.train_images / train_seconds if train_seconds > 0 else None
+        values["lr"] = events.finite_or_none(
+            keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        )
+        for probe in self.probes:
+            values.update(_floats(probe(self.model, epoch + 1)))
+        # Checkpoint before SQL: whenever SQL says k epochs are done, the
+        # epoch-k checkpoint exists, and a resumed task can load it.
+        artifacts.save_checkpoint(self.model, self.settings, self.run_id, epoch + 1)
+        with self.db.session() as session:
+            runs.record_epoch(session, self.run_id, epoch + 1, values, self._points)
+        self.publish(events.epoch_event(epoch + 1, values))
+
+    def _point(self, steps_done: int, running: Mapping[str, Any]) -> None:
+        """Record and queue the batch point after ``steps_done`` steps."""
+        seen = min(steps_done * self.batch_size, self.train_images)
+        previous_seen, previous_sums = self._window
+        if seen <= previous_seen:
+            return
+        sums: dict[str, float] = {}
+        values: dict[str, float | None] = {}
+        for key, mean in _floats(running).items():
+            sums[key] = (mean if mean is not None else float("nan")) * seen
+            window = (sums[key] - previous_sums.get(key, 0.0)) / (seen - previous_seen)
+            # Keras's means are float32: digits past the 7th are noise.
+            values[key] = events.finite_or_none(f"{window:.7g}")
+        self._window = (seen, sums)
+        step = self._epoch * self.steps_per_epoch + steps_done
+        at = self._epoch + steps_done / self.steps_per_epoch
+        self._points.append((step, at, values))
+        self.publish(events.batch_event(step, at, values))

@@ -1,0 +1,168 @@
+"""run_training: one run from queued (or interrupted) to a final status.
+
+The plain function behind the Celery task, and what tests call directly.
+It re-reads the run from SQL, so a task delivered twice is harmless: a final
+or cancelled run is left alone, and an interrupted one resumes from the
+checkpoint of its last recorded epoch instead of training it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import keras
+import numpy as np
+from redis import Redis
+
+from backend import artifacts as names
+from backend import runs
+from backend.datasets.layout import MANIFEST, Manifest, dataset_dir
+from backend.db import Database, Run
+from backend.settings import Settings
+from backend.train_config import TrainConfig
+from worker.training import artifacts
+from worker.training.data import stratified_split
+from worker.training.model import compile_model, make_model
+from worker.training.pipeline import build_pipelines
+from worker.training.recorder import RunRecorder
+from worker.training.sidechannel import SideChannel
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_CHARS = 300
+# "Error in user-defined function passed to ParallelMapDatasetV2:1 transformation
+# with iterator: Iterator::Root::...::ParallelMapV2: <the message>"
+_TF_DATA_PREFIX = re.compile(r"^Error in user-defined function .*? with iterator: \S+: ")
+
+
+def run_training(run_id: str, settings: Settings, db: Database, redis: Redis | None) -> str:
+    """Train the run and return its final status ("missing" if there is no
+    such run). Failures are recorded on the run, not raised."""
+    artifacts.run_dir(settings, run_id)  # refuses a malformed id before any I/O
+    with db.session() as session:
+        run = runs.mark_running(session, redis, run_id)
+        if run is None:
+            current = session.get(Run, run_id)
+            return current.status if current is not None else "missing"
+        stored_config, dataset_id, epochs_done = run.config, run.dataset_id, run.epochs_done
+    try:
+        config = TrainConfig.model_validate(stored_config)
+        cancelled = _train(run_id, config, dataset_id, epochs_done, settings, db, redis)
+        if not cancelled:
+            with db.session() as session:
+                rows = runs.epoch_rows(session, run_id)
+            folder = artifacts.run_dir(settings, run_id)
+            artifacts.write_history(folder / names.HISTORY_FILE, rows)
+    except Exception as exc:
+        log.exception("run %s failed", run_id)
+        with db.session() as session:
+            runs.finish(session, redis, run_id, "failed", error=describe_error(exc))
+        return "failed"
+    # A cancelled run keeps the epochs it recorded: its curves stay.
+    status = "cancelled" if cancelled else "succeeded"
+    with db.session() as session:
+        runs.finish(session, redis, run_id, status)
+    return status
+
+
+def _train(
+    run_id: str,
+    config: TrainConfig,
+    dataset_id: str | None,
+    epochs_done: int,
+    settings: Settings,
+    db: Database,
+    redis: Redis | None,
+) -> bool:
+    """Fit from the last recorded epoch on; True if stopped by a cancel."""
+    if dataset_id is None:
+        raise FileNotFoundError("the run's dataset was deleted")
+    folder = dataset_dir(settings.datasets_dir, dataset_id)
+    if not (folder / MANIFEST).is_file():
+        # The path stays in the log: the error is shown to API clients.
+        log.error("run %s: no %s in %s", run_id, MANIFEST, folder)
+        raise FileNotFoundError(f"dataset {dataset_id} is missing from the data dir")
+    manifest = Manifest.read(folder)
+    labels = np.array([image.label for image in manifest.images], dtype=np.int64)
+    train_idx, val_idx = stratified_split(labels, config.validation_split, config.seed)
+
+    model, initial_epoch = _model(run_id, config, len(manifest.classes), epochs_done, settings)
+    if initial_epoch < epochs_done:
+        # No checkpoint to resume from: the curves restart with the model.
+        with db.session() as session:
+            runs.discard_epochs(session, run_id)
+    # A resumed fit restarts the shuffle's iteration count; a shifted seed
+    # keeps its epochs from replaying the first epochs' orders.
+    shuffle_seed = config.seed + initial_epoch
+    data = build_pipelines(
+        folder, manifest.images, train_idx.tolist(), val_idx.tolist(), config, shuffle_seed
+    )
+    with SideChannel(redis, run_id, maxlen=settings.stream_maxlen) as side:
+        recorder = RunRecorder(
+            run_id=run_id,
+            settings=settings,
+            db=db,
+            publish=side.publish,
+            cancel=side.cancelled,
+            steps_per_epoch=data.train_steps,
+            batch_size=config.batch_size,
+            train_images=data.train_images,
+            batch_metrics_every=config.batch_metrics_every,
+        )
+        callbacks: list[keras.callbacks.Callback] = [recorder]
+        if config.early_stopping_patience is not None:
+            callbacks.append(
+                keras.callbacks.EarlyStopping(
+                    monitor="val_loss", patience=config.early_stopping_patience
+                )
+            )
+        model.fit(
+            data.train,
+            validation_data=data.val,
+            epochs=config.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            shuffle=False,  # the training dataset shuffles itself, seeded
+            verbose=0,
+        )
+    if side.cancelled.is_set():
+        return True
+    artifacts.save_model(model, artifacts.run_dir(settings, run_id) / names.MODEL_FILE)
+    return False
+
+
+def _model(
+    run_id: str, config: TrainConfig, num_classes: int, epochs_done: int, settings: Settings
+) -> tuple[keras.Model, int]:
+    """The model to fit and the epoch (0-based) to start from."""
+    if epochs_done > 0:
+        checkpoint = artifacts.checkpoint_path(settings, run_id, epochs_done)
+        if checkpoint.is_file():
+            log.info("run %s: resuming after epoch %d from %s", run_id, epochs_done, checkpoint)
+            # Weights, BatchNorm statistics and optimizer state, as they were.
+            return keras.models.load_model(checkpoint), epochs_done
+        log.warning(
+            "run %s: %d epochs recorded but no checkpoint at %s; starting over from epoch 0",
+            run_id, epochs_done, checkpoint,
+        )
+    model = compile_model(make_model(config, num_classes), config)
+    return model, 0
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Type: message`` in one short line. TensorFlow's op errors wrap the
+    message in a graph trace and tf.data's iterator path; keep what went wrong."""
+    text = str(getattr(exc, "message", None) or exc)
+    noise = ("Graph execution error", "Detected at node", "[[", "File ")
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line[:1].isspace() and not line.startswith(noise)
+    ]
+    message = " ".join(lines) or text.strip()
+    message = message.replace("<stack traces unavailable>", "").strip()
+    message = _TF_DATA_PREFIX.sub("", message)
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[: MAX_ERROR_CHARS - 1] + "…"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
