@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -36,7 +36,7 @@ def utcnow() -> datetime:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 class Dataset(Base):
@@ -76,9 +76,7 @@ class Run(Base):
 class EpochMetrics(Base):
     __tablename__ = "epoch_metrics"
 
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)  # 1-based
     # Every Keras log value plus seconds, images_per_sec, lr (see backend.events).
     values: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -87,9 +85,7 @@ class EpochMetrics(Base):
 class BatchMetrics(Base):
     __tablename__ = "batch_metrics"
 
-    run_id: Mapped[str] = mapped_column(
-        ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
-    )
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     step: Mapped[int] = mapped_column(Integer, primary_key=True)  # global, 1-based
     epoch: Mapped[float] = mapped_column(Float)  # fractional: 2.25 = a quarter into epoch 3
     values: Mapped[dict[str, Any]] = mapped_column(JSON)

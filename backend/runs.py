@@ -9,6 +9,7 @@ is logged and never loses the SQL record.
 from __future__ import annotations
 
 import logging
+from contextlib import suppress
 from typing import Any
 
 from redis import Redis
@@ -36,9 +37,7 @@ def publish_quietly(
         return None
 
 
-def create_run(
-    session: Session, dataset: Dataset, config: TrainConfig, name: str | None
-) -> Run:
+def create_run(session: Session, dataset: Dataset, config: TrainConfig, name: str | None) -> Run:
     run = Run(
         dataset_id=dataset.id,
         class_names=[c["name"] for c in dataset.classes],
@@ -133,10 +132,8 @@ def finish(
         extra["error"] = error
     publish_quietly(redis, run_id, events.status_event(status, **extra))
     if redis is not None:
-        try:
+        with suppress(RedisError):
             redis.delete(events.cancel_key(run_id))
-        except RedisError:
-            pass
 
 
 def request_cancel(session: Session, redis: Redis | None, run: Run) -> Run:

@@ -57,7 +57,10 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(default=128, ge=1, le=8192)
     epochs: int = Field(default=20, ge=1, le=1000)
     early_stopping_patience: int | None = Field(
-        default=None, ge=1, le=1000, description="Stop after this many epochs without a better val_loss."
+        default=None,
+        ge=1,
+        le=1000,
+        description="Stop after this many epochs without a better val_loss.",
     )
     batch_metrics_every: int = Field(
         default=10, ge=1, le=100_000, description="Stream the batch loss every this many steps."
@@ -76,7 +79,8 @@ class TrainConfig(BaseModel):
         if smallest >> len(self.filters) < 1:
             raise ValueError(
                 f"filters: {len(self.filters)} pooling blocks shrink a {smallest}-pixel side "
-                f"below 1 pixel; use at most {smallest.bit_length() - 1} blocks or a larger image_size"
+                f"below 1 pixel; use at most {smallest.bit_length() - 1} blocks "
+                "or a larger image_size"
             )
         return self
 
@@ -95,10 +99,18 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         TrainConfig(filters=[8, 16, 32, 64], dense_units=64, epochs=6),
     ),
     "tiny": (
-        "Two small blocks on 32×32 images: curves within a minute on a laptop CPU.",
+        "Two small blocks on 32×32 images: curves within a minute on a laptop CPU. "
+        "BatchNorm momentum 0.9, so its statistics keep up with few steps per epoch.",
         TrainConfig(
-            image_size=(32, 32), filters=[8, 16], convs_per_block=1, dense_units=32,
-            batch_size=32, epochs=10, batch_metrics_every=2,
+            image_size=(32, 32),
+            color_mode="grayscale",
+            filters=[8, 16],
+            convs_per_block=1,
+            dense_units=32,
+            bn_momentum=0.9,
+            batch_size=16,
+            epochs=10,
+            batch_metrics_every=2,
         ),
     ),
 }

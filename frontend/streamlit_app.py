@@ -11,7 +11,9 @@ import streamlit as st
 PAGES = Path(__file__).parent / "app_pages"
 
 st.set_page_config(page_title="curvelab", layout="wide")
-navigation = st.navigation([
-    st.Page(PAGES / "overview.py", title="Overview", url_path="overview", default=True),
-])
+navigation = st.navigation(
+    [
+        st.Page(PAGES / "overview.py", title="Overview", url_path="overview", default=True),
+    ]
+)
 navigation.run()

@@ -46,15 +46,23 @@ def run_demo(
             print(f"generated {classes} classes × {per_class} images: {archive.name}")
             with archive.open("rb") as fh:
                 dataset = _request(
-                    client, "POST", "/api/datasets", api_url,
+                    client,
+                    "POST",
+                    "/api/datasets",
+                    api_url,
                     files={"file": (archive.name, fh, "application/zip")},
                     data={"name": "demo characters"},
                 )
-        print(f"uploaded dataset {dataset['id']}: {dataset.get('num_images')} images, "
-              f"{len(dataset.get('classes', []))} classes")
+        print(
+            f"uploaded dataset {dataset['id']}: {dataset.get('num_images')} images, "
+            f"{len(dataset.get('classes', []))} classes"
+        )
         config = PRESETS[PRESET][1].model_dump(mode="json")
         run = _request(
-            client, "POST", "/api/runs", api_url,
+            client,
+            "POST",
+            "/api/runs",
+            api_url,
             json={"dataset_id": dataset["id"], "config": config, "name": "demo"},
         )
     run_id = str(run["id"])

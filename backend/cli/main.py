@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     up = commands.add_parser(
-        "up", help="start Redis (if none answers), a worker, the API and the UI; Ctrl-C stops all",
+        "up",
+        help="start Redis (if none answers), a worker, the API and the UI; Ctrl-C stops all",
         description="Start everything locally and keep it running: a worker, the API and the "
         "UI are restarted if they die. Their output goes to DATA_DIR/logs/{worker,api,ui}.log "
         "(and redis.log for a redis-server started here). Ctrl-C or SIGTERM stops all of it.",
@@ -60,46 +61,65 @@ def build_parser() -> argparse.ArgumentParser:
     _api_url_option(ui)
 
     demo = commands.add_parser(
-        "demo", help="upload a generated character dataset and start a tiny run",
+        "demo",
+        help="upload a generated character dataset and start a tiny run",
         description="Render a small dataset of characters (no download), upload it, start a "
         "run with the 'tiny' preset, and print where to watch it.",
     )
     _api_url_option(demo)
-    demo.add_argument("--ui-url", default="http://127.0.0.1:8501",
-                      help="the UI's address, for the printed link (default: %(default)s)")
+    demo.add_argument(
+        "--ui-url",
+        default="http://127.0.0.1:8501",
+        help="the UI's address, for the printed link (default: %(default)s)",
+    )
     demo.add_argument("--classes", type=int, default=6, help="classes (default: %(default)s)")
-    demo.add_argument("--per-class", type=int, default=60,
-                      help="images per class (default: %(default)s)")
+    demo.add_argument(
+        "--per-class", type=int, default=60, help="images per class (default: %(default)s)"
+    )
     return parser
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="datasets, runs, SQLite, logs (default: $CURVELAB_DATA_DIR or ./data)")
-    parser.add_argument("--redis-url", default=None,
-                        help="Celery broker and event streams "
-                        "(default: $CURVELAB_REDIS_URL or redis://127.0.0.1:6379/0)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="datasets, runs, SQLite, logs (default: $CURVELAB_DATA_DIR or ./data)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default=None,
+        help="Celery broker and event streams "
+        "(default: $CURVELAB_REDIS_URL or redis://127.0.0.1:6379/0)",
+    )
 
 
 def _host_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default: %(default)s; 0.0.0.0 for all)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s; 0.0.0.0 for all)",
+    )
 
 
 def _api_port_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api-port", type=int, default=8000,
-                        help="the API's port (default: %(default)s)")
+    parser.add_argument(
+        "--api-port", type=int, default=8000, help="the API's port (default: %(default)s)"
+    )
 
 
 def _ui_port_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--ui-port", type=int, default=8501,
-                        help="the UI's port (default: %(default)s)")
+    parser.add_argument(
+        "--ui-port", type=int, default=8501, help="the UI's port (default: %(default)s)"
+    )
 
 
 def _api_url_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--api-url", default=None,
-                        help="where the API answers (default: $CURVELAB_API_URL or "
-                        "http://127.0.0.1:8000)")
+    parser.add_argument(
+        "--api-url",
+        default=None,
+        help="where the API answers (default: $CURVELAB_API_URL or http://127.0.0.1:8000)",
+    )
 
 
 def resolve(args: argparse.Namespace, settings: Settings) -> argparse.Namespace:
@@ -160,8 +180,13 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from backend.cli.demo import DemoError, run_demo
 
     try:
-        run_demo(api_url=args.api_url, ui_url=args.ui_url.rstrip("/"), classes=args.classes,
-                 per_class=args.per_class, token=settings.api_token)
+        run_demo(
+            api_url=args.api_url,
+            ui_url=args.ui_url.rstrip("/"),
+            classes=args.classes,
+            per_class=args.per_class,
+            token=settings.api_token,
+        )
     except DemoError as exc:
         print(f"curvelab demo: {exc}", file=sys.stderr)
         return 1
@@ -171,10 +196,17 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from backend.cli.up import UpOptions, run_up
 
-    return run_up(UpOptions(
-        data_dir=args.data_dir, host=args.host, api_port=args.api_port, ui_port=args.ui_port,
-        redis_url=args.redis_url, no_ui=args.no_ui, api_token=settings.api_token,
-    ))
+    return run_up(
+        UpOptions(
+            data_dir=args.data_dir,
+            host=args.host,
+            api_port=args.api_port,
+            ui_port=args.ui_port,
+            redis_url=args.redis_url,
+            no_ui=args.no_ui,
+            api_token=settings.api_token,
+        )
+    )
 
 
 if __name__ == "__main__":

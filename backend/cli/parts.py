@@ -43,8 +43,15 @@ def child_env(*, data_dir: Path, redis_url: str, api_url: str) -> dict[str, str]
 
 def api_argv(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "uvicorn", "--factory", "backend.api.main:create_app",
-        "--host", host, "--port", str(port),
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "backend.api.main:create_app",
+        "--host",
+        host,
+        "--port",
+        str(port),
     ]
 
 
@@ -52,8 +59,16 @@ def worker_argv() -> list[str]:
     # solo pool, one task at a time: TensorFlow is never forked after import
     # (tensorflow#57877), and a worker holds one GPU's memory for one run.
     return [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker",
-        "--pool=solo", "--concurrency=1", f"--queues={QUEUE}", "--loglevel=INFO",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app:app",
+        "worker",
+        "--pool=solo",
+        "--concurrency=1",
+        f"--queues={QUEUE}",
+        "--loglevel=INFO",
     ]
 
 
@@ -71,9 +86,17 @@ def streamlit_app_path() -> Path:
 
 def ui_argv(host: str, port: int) -> list[str]:
     return [
-        sys.executable, "-m", "streamlit", "run", str(streamlit_app_path()),
-        "--server.port", str(port),
-        "--server.address", host,
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(streamlit_app_path()),
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
     ]

@@ -96,7 +96,9 @@ def find_or_start(url: str, data_dir: Path, *, log_dir: Path | None = None) -> R
             "start that Redis, or leave out --redis-url to use a local one"
         )
     if parts.scheme != "redis":
-        raise RedisUnavailable(f"no Redis answers at {url}; a local one is started only for redis://")
+        raise RedisUnavailable(
+            f"no Redis answers at {url}; a local one is started only for redis://"
+        )
     port = parts.port or 6379
     if port_in_use(host, port):
         port = free_port()

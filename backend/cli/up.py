@@ -68,12 +68,17 @@ def port_free(host: str, port: int) -> bool:
 
 
 def run_up(opts: UpOptions) -> int:
-    taken = [(what, port) for what, port in (("API", opts.api_port), ("UI", opts.ui_port))
-             if not (what == "UI" and opts.no_ui) and not port_free(opts.host, port)]
+    taken = [
+        (what, port)
+        for what, port in (("API", opts.api_port), ("UI", opts.ui_port))
+        if not (what == "UI" and opts.no_ui) and not port_free(opts.host, port)
+    ]
     if taken:
         for what, port in taken:
-            say(f"port {port} for the {what} is in use on {opts.host}; choose another "
-                f"with --{what.lower()}-port")
+            say(
+                f"port {port} for the {what} is in use on {opts.host}; choose another "
+                f"with --{what.lower()}-port"
+            )
         return 2
     logs = opts.data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -92,18 +97,19 @@ def run_up(opts: UpOptions) -> int:
         api_url = parts.http_url(opts.host, opts.api_port)
         env = parts.child_env(data_dir=opts.data_dir, redis_url=redis.url, api_url=api_url)
         supervisor.start(ChildSpec("worker", parts.worker_argv(), env, logs / "worker.log"))
-        supervisor.start(ChildSpec("api", parts.api_argv(opts.host, opts.api_port), env,
-                                   logs / "api.log"))
+        supervisor.start(
+            ChildSpec("api", parts.api_argv(opts.host, opts.api_port), env, logs / "api.log")
+        )
         if not opts.no_ui:
-            supervisor.start(ChildSpec("ui", parts.ui_argv(opts.host, opts.ui_port), env,
-                                       logs / "ui.log"))
+            supervisor.start(
+                ChildSpec("ui", parts.ui_argv(opts.host, opts.ui_port), env, logs / "ui.log")
+            )
         say(f"waiting for the API at {api_url} ...")
         with _client(api_url, opts.api_token) as client:
             if not _wait_ready(supervisor, client, flag):
                 if flag.is_set:
                     return 0
-                say(f"the API did not answer within {READY_TIMEOUT_S:g}s; "
-                    f"see {logs / 'api.log'}")
+                say(f"the API did not answer within {READY_TIMEOUT_S:g}s; see {logs / 'api.log'}")
                 return 1
             _announce(opts, api_url, redis, logs)
             _watch(supervisor, client, flag)
@@ -144,8 +150,7 @@ def _wait_ready(supervisor: Supervisor, client: httpx.Client, flag: _StopFlag) -
         if health is not None:
             broken = [part for part in ("redis", "database") if health.get(part) is False]
             if broken:
-                say(f"the API answers, but cannot reach: {', '.join(broken)}; "
-                    "see the API's log")
+                say(f"the API answers, but cannot reach: {', '.join(broken)}; see the API's log")
             return True
         time.sleep(0.25)
     return False
@@ -172,8 +177,10 @@ def _report_redis(redis: RedisHandle, asked: str) -> None:
         say(f"using the Redis that answers at {masked(redis.url)}")
         return
     moved = "" if redis.url == asked else f" (nothing usable answered at {masked(asked)})"
-    say(f"started a redis-server of its own at {masked(redis.url)}{moved}, "
-        f"append-only, data in {redis.folder}")
+    say(
+        f"started a redis-server of its own at {masked(redis.url)}{moved}, "
+        f"append-only, data in {redis.folder}"
+    )
 
 
 def _announce(opts: UpOptions, api_url: str, redis: RedisHandle, logs: Path) -> None:

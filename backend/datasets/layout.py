@@ -52,3 +52,8 @@ def dataset_dir(datasets_root: Path, dataset_id: str) -> Path:
 
 def class_folder(label: int) -> str:
     return f"{label:03d}"
+
+
+def image_file(position: int, extension: str) -> str:
+    """The file name of the class's ``position``-th stored image, e.g. ``00012.png``."""
+    return f"{position:05d}.{extension}"

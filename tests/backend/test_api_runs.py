@@ -16,7 +16,10 @@ TINY = {"image_size": [16, 16], "filters": [4, 8], "epochs": 2, "batch_size": 8}
 
 def test_health_reports_redis_database_and_workers(api: TestClient, redis_client: Redis) -> None:
     assert api.get("/api/health").json() == {
-        "status": "ok", "redis": True, "database": True, "workers": 0
+        "status": "ok",
+        "redis": True,
+        "database": True,
+        "workers": 0,
     }
     redis_client.set(events.worker_key("w1@host"), "1", ex=30)
     assert api.get("/api/health").json()["workers"] == 1
@@ -69,7 +72,9 @@ def test_unknown_dataset_is_a_404(api: TestClient) -> None:
 def test_cancel_a_queued_run_is_immediate_and_published(
     api: TestClient, make_dataset_row, redis_client: Redis
 ) -> None:
-    run_id = api.post("/api/runs", json={"dataset_id": make_dataset_row(), "config": TINY}).json()["id"]
+    run_id = api.post("/api/runs", json={"dataset_id": make_dataset_row(), "config": TINY}).json()[
+        "id"
+    ]
     reply = api.post(f"/api/runs/{run_id}/cancel")
     assert reply.json()["status"] == "cancelled"
     entries = redis_client.xrange(events.stream_key(run_id))
@@ -79,7 +84,9 @@ def test_cancel_a_queued_run_is_immediate_and_published(
 def test_cancel_a_running_run_raises_the_flag(
     api: TestClient, make_dataset_row, database: Database, redis_client: Redis
 ) -> None:
-    run_id = api.post("/api/runs", json={"dataset_id": make_dataset_row(), "config": TINY}).json()["id"]
+    run_id = api.post("/api/runs", json={"dataset_id": make_dataset_row(), "config": TINY}).json()[
+        "id"
+    ]
     with database.session() as session:
         runs.mark_running(session, redis_client, run_id)
     assert api.post(f"/api/runs/{run_id}/cancel").json()["status"] == "running"
@@ -98,7 +105,9 @@ def _sse(text: str) -> list[dict[str, str]]:
 def test_events_replay_then_resume_after_an_id(
     api: TestClient, make_dataset_row, database: Database, redis_client: Redis
 ) -> None:
-    run_id = api.post("/api/runs", json={"dataset_id": make_dataset_row(), "config": TINY}).json()["id"]
+    run_id = api.post("/api/runs", json={"dataset_id": make_dataset_row(), "config": TINY}).json()[
+        "id"
+    ]
     with database.session() as session:
         runs.mark_running(session, redis_client, run_id)
         for epoch in (1, 2):
@@ -112,7 +121,9 @@ def test_events_replay_then_resume_after_an_id(
     assert [json.loads(e["data"]).get("epoch") for e in sent] == [None, 1, 2, None]
     assert json.loads(sent[-1]["data"])["status"] == "succeeded"
 
-    later = _sse(api.get(f"/api/runs/{run_id}/events", headers={"Last-Event-ID": sent[1]["id"]}).text)
+    later = _sse(
+        api.get(f"/api/runs/{run_id}/events", headers={"Last-Event-ID": sent[1]["id"]}).text
+    )
     assert [e["id"] for e in later] == [e["id"] for e in sent[2:]]
     assert api.get(f"/api/runs/{run_id}/events?after=bogus").status_code == 400
 
@@ -122,7 +133,9 @@ def test_events_replay_then_resume_after_an_id(
 
 
 def test_model_download_before_training_is_a_404(api: TestClient, make_dataset_row) -> None:
-    run_id = api.post("/api/runs", json={"dataset_id": make_dataset_row(), "config": TINY}).json()["id"]
+    run_id = api.post("/api/runs", json={"dataset_id": make_dataset_row(), "config": TINY}).json()[
+        "id"
+    ]
     reply = api.get(f"/api/runs/{run_id}/model")
     assert reply.status_code == 404
     assert reply.json()["detail"] == "run has no model yet (status: queued)"

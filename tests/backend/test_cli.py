@@ -37,8 +37,9 @@ def test_up_defaults() -> None:
 
 
 def test_unset_options_come_from_settings(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path / "d", redis_url="redis://127.0.0.1:1/3",
-                        api_url="http://api.example:9/")
+    settings = Settings(
+        data_dir=tmp_path / "d", redis_url="redis://127.0.0.1:1/3", api_url="http://api.example:9/"
+    )
     up = resolve(build_parser().parse_args(["up", "--no-ui", "--api-port", "9001"]), settings)
     assert up.data_dir == tmp_path / "d" and up.redis_url == "redis://127.0.0.1:1/3"
     assert up.no_ui and up.api_port == 9001
@@ -57,8 +58,12 @@ def test_child_commands() -> None:
     assert parts.worker_argv()[:3] == [sys.executable, "-m", "celery"]
     assert {"--pool=solo", "--concurrency=1", "--queues=training"} <= set(parts.worker_argv())
     api = parts.api_argv("0.0.0.0", 8123)
-    assert "backend.api.main:create_app" in api and api[-4:] == ["--host", "0.0.0.0", "--port",
-                                                                 "8123"]
+    assert "backend.api.main:create_app" in api and api[-4:] == [
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8123",
+    ]
     ui = parts.ui_argv("127.0.0.1", 8765)
     app = Path(ui[4])
     assert app.name == "streamlit_app.py" and app.parent.name == "frontend" and app.is_file()
@@ -67,8 +72,10 @@ def test_child_commands() -> None:
 
 
 def test_finding_the_ui_imports_no_frontend_code() -> None:
-    code = ("import sys; from backend.cli import parts; parts.ui_argv('127.0.0.1', 1); "
-            "assert 'frontend' not in sys.modules and 'streamlit' not in sys.modules")
+    code = (
+        "import sys; from backend.cli import parts; parts.ui_argv('127.0.0.1', 1); "
+        "assert 'frontend' not in sys.modules and 'streamlit' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -77,8 +84,9 @@ def test_http_url_and_child_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert parts.http_url("::1", 81) == "http://[::1]:81"
     monkeypatch.setenv("CURVELAB_MAX_UPLOAD_MB", "5")
     monkeypatch.setenv("CURVELAB_REDIS_URL", "redis://elsewhere:1/0")
-    env = parts.child_env(data_dir=tmp_path, redis_url="redis://127.0.0.1:2/0",
-                          api_url="http://127.0.0.1:3")
+    env = parts.child_env(
+        data_dir=tmp_path, redis_url="redis://127.0.0.1:2/0", api_url="http://127.0.0.1:3"
+    )
     assert env["CURVELAB_MAX_UPLOAD_MB"] == "5"  # the user's settings go through
     assert env["CURVELAB_REDIS_URL"] == "redis://127.0.0.1:2/0"  # ours win
     assert env["CURVELAB_DATA_DIR"] == str(tmp_path)
@@ -91,22 +99,38 @@ def test_masked_hides_a_password() -> None:
 
 
 def test_help_runs_as_a_console_script() -> None:
-    out = subprocess.run([sys.executable, "-m", "backend.cli.main", "up", "--help"],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "backend.cli.main", "up", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     assert "--no-ui" in out and "logs" in out
 
 
-def test_api_runs_in_the_foreground_with_the_given_settings(
-    redis_url: str, tmp_path: Path
-) -> None:
+def test_api_runs_in_the_foreground_with_the_given_settings(redis_url: str, tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURVELAB_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "backend.cli.main", "api", "--api-port", str(port),
-         "--data-dir", str(tmp_path / "data"), "--redis-url", redis_url],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "backend.cli.main",
+            "api",
+            "--api-port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--redis-url",
+            redis_url,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
+
         def healthy() -> dict[str, object] | None:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).json()
@@ -207,8 +231,10 @@ def test_a_child_that_dies_is_restarted(
     sup, lines = supervisor
     marks = tmp_path / "starts"
     # Appends one line per start, and dies at once the first two times.
-    code = (f"import os, sys, time; p = {str(marks)!r}; open(p, 'a').write('x\\n'); "
-            "n = len(open(p).read().split()); sys.exit(3) if n < 3 else time.sleep(60)")
+    code = (
+        f"import os, sys, time; p = {str(marks)!r}; open(p, 'a').write('x\\n'); "
+        "n = len(open(p).read().split()); sys.exit(3) if n < 3 else time.sleep(60)"
+    )
     sup.start(ChildSpec("worker", _python(code), dict(os.environ), tmp_path / "worker.log"))
 
     def restarted_twice() -> bool:
@@ -217,19 +243,24 @@ def test_a_child_that_dies_is_restarted(
         return len(started) == 3 and sup.pid("worker") is not None
 
     wait_for(restarted_twice, timeout=30, what="two restarts")
-    assert lines[:2] == ["worker exited with code 3; restarting in 0.1s",
-                         "worker exited with code 3; restarting in 0.2s"]
+    assert lines[:2] == [
+        "worker exited with code 3; restarting in 0.1s",
+        "worker exited with code 3; restarting in 0.2s",
+    ]
     assert sup.starts("worker") == 3
     assert (tmp_path / "worker.log").read_text().count("=== ") == 3
 
 
 def test_stop_ends_every_child(supervisor: tuple[Supervisor, list[str]], tmp_path: Path) -> None:
     sup, lines = supervisor
-    ignores_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); " \
-                   "print('ready', flush=True); time.sleep(60)"
+    ignores_term = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
     sup.start(ChildSpec("polite", _python("import time; time.sleep(60)"), dict(os.environ)))
-    sup.start(ChildSpec("stubborn", _python(ignores_term), dict(os.environ),
-                        tmp_path / "stubborn.log"))
+    sup.start(
+        ChildSpec("stubborn", _python(ignores_term), dict(os.environ), tmp_path / "stubborn.log")
+    )
     pids = [sup.pid("polite"), sup.pid("stubborn")]
     wait_for(lambda: "ready" in (tmp_path / "stubborn.log").read_text(), what="handler set")
     sup.stop()
@@ -248,6 +279,7 @@ def test_a_child_killed_by_a_signal_is_reported_so(
     pid = sup.pid("api")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
+
     def noticed() -> bool:
         sup.poll()
         return bool(lines)
@@ -264,9 +296,17 @@ def test_up_refuses_a_taken_port(tmp_path: Path, capsys: pytest.CaptureFixture[s
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        code = run_up(UpOptions(data_dir=tmp_path, host="127.0.0.1", api_port=port,
-                                ui_port=free_port(), redis_url="redis://127.0.0.1:1/0",
-                                no_ui=False, api_token=None))
+        code = run_up(
+            UpOptions(
+                data_dir=tmp_path,
+                host="127.0.0.1",
+                api_port=port,
+                ui_port=free_port(),
+                redis_url="redis://127.0.0.1:1/0",
+                no_ui=False,
+                api_token=None,
+            )
+        )
     assert code == 2
     assert f"port {port} for the API is in use" in capsys.readouterr().err
     assert not (tmp_path / "redis").exists()
@@ -299,8 +339,14 @@ def test_demo_uploads_and_starts_a_tiny_run(
             return httpx.Response(201, json={"id": "d1", "num_images": 1, "classes": [{}]})
         return httpx.Response(201, json={"id": "r1", "status": "queued"})
 
-    run_id = demo.run_demo(api_url="http://api", ui_url="http://ui", classes=3, per_class=10,
-                           token="t0ken", transport=httpx.MockTransport(api))
+    run_id = demo.run_demo(
+        api_url="http://api",
+        ui_url="http://ui",
+        classes=3,
+        per_class=10,
+        token="t0ken",
+        transport=httpx.MockTransport(api),
+    )
     assert run_id == "r1"
     assert [r.url.path for r in seen] == ["/api/health", "/api/datasets", "/api/runs"]
     assert all(r.headers["authorization"] == "Bearer t0ken" for r in seen)
@@ -308,12 +354,17 @@ def test_demo_uploads_and_starts_a_tiny_run(
     assert upload.method == "POST" and b'name="file"' in upload.content
     assert b'name="name"' in upload.content
     body = json.loads(seen[2].content)
-    assert body == {"dataset_id": "d1", "config": PRESETS["tiny"][1].model_dump(mode="json"),
-                    "name": "demo"}
+    assert body == {
+        "dataset_id": "d1",
+        "config": PRESETS["tiny"][1].model_dump(mode="json"),
+        "name": "demo",
+    }
     out = capsys.readouterr().out
     assert "http://ui/run?id=r1" in out
-    assert 'curl -N -H "Authorization: Bearer $CURVELAB_API_TOKEN" http://api/api/runs/r1/events' \
+    assert (
+        'curl -N -H "Authorization: Bearer $CURVELAB_API_TOKEN" http://api/api/runs/r1/events'
         in out
+    )
     assert "t0ken" not in out
 
 
@@ -326,5 +377,11 @@ def test_demo_reports_an_api_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         return httpx.Response(413, json={"detail": "upload over 1 MiB"})
 
     with pytest.raises(demo.DemoError, match="413 upload over 1 MiB"):
-        demo.run_demo(api_url="http://api", ui_url="http://ui", classes=3, per_class=10,
-                      token=None, transport=httpx.MockTransport(api))
+        demo.run_demo(
+            api_url="http://api",
+            ui_url="http://ui",
+            classes=3,
+            per_class=10,
+            token=None,
+            transport=httpx.MockTransport(api),
+        )

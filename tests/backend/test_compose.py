@@ -49,8 +49,10 @@ def test_stores_are_not_published_and_have_healthchecks(name: str) -> None:
 
 def test_redis_appends_and_postgres_password_is_required() -> None:
     assert "--appendonly" in SERVICES["redis"]["command"]
-    assert SERVICES["redis"]["command"][SERVICES["redis"]["command"].index("--appendonly") + 1] \
+    assert (
+        SERVICES["redis"]["command"][SERVICES["redis"]["command"].index("--appendonly") + 1]
         == "yes"
+    )
     password = environment(SERVICES["postgres"])["POSTGRES_PASSWORD"]
     assert password == "${POSTGRES_PASSWORD:?Variable not set}"
 

@@ -45,7 +45,9 @@ def test_pooling_below_one_pixel_is_refused() -> None:
     assert TrainConfig(image_size=(16, 16), filters=[4, 4, 4, 4]).filters == [4, 4, 4, 4]
 
 
-@pytest.mark.parametrize(("size", "message"), [((0, 16), "image_size[0]"), ((16, 5000), "image_size[1]")])
+@pytest.mark.parametrize(
+    ("size", "message"), [((0, 16), "image_size[0]"), ((16, 5000), "image_size[1]")]
+)
 def test_absurd_image_sizes_are_refused(size: tuple[int, int], message: str) -> None:
     with pytest.raises(ValidationError, match=message.replace("[", r"\[")):
         TrainConfig(image_size=size, filters=[4])

@@ -41,15 +41,29 @@ def start_stack(tmp_path: Path, redis_url: str, *extra: str) -> Stack:
     log = tmp_path / "curvelab-up.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURVELAB_")}
     command = [
-        sys.executable, "-m", "backend.cli.main", "up", "--no-ui",
-        "--data-dir", str(data_dir), "--api-port", str(port), "--redis-url", redis_url, *extra,
+        sys.executable,
+        "-m",
+        "backend.cli.main",
+        "up",
+        "--no-ui",
+        "--data-dir",
+        str(data_dir),
+        "--api-port",
+        str(port),
+        "--redis-url",
+        redis_url,
+        *extra,
     ]
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     api_url = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: _healthy_with_worker(api_url) or process.poll() is not None,
-                 timeout=120, interval=0.5, what="curvelab up to be healthy with a worker")
+        wait_for(
+            lambda: _healthy_with_worker(api_url) or process.poll() is not None,
+            timeout=120,
+            interval=0.5,
+            what="curvelab up to be healthy with a worker",
+        )
     except AssertionError:
         stop_stack(process)
         raise AssertionError(log.read_text()[-4000:]) from None

@@ -24,8 +24,9 @@ def test_reads_url_and_token_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={"status": "ok", "redis": True, "database": True,
-                                         "workers": 1})
+        return httpx.Response(
+            200, json={"status": "ok", "redis": True, "database": True, "workers": 1}
+        )
 
     client = ApiClient.from_env(transport=httpx.MockTransport(handler))
     assert client.base_url == "http://elsewhere:9000"
@@ -57,8 +58,14 @@ def test_an_error_carries_status_and_detail() -> None:
 
 
 def test_a_422_names_the_field() -> None:
-    body = {"detail": [{"loc": ["body", "config", "batch_size"],
-                        "msg": "Input should be greater than or equal to 1"}]}
+    body = {
+        "detail": [
+            {
+                "loc": ["body", "config", "batch_size"],
+                "msg": "Input should be greater than or equal to 1",
+            }
+        ]
+    }
     client = client_for(lambda request: httpx.Response(422, json=body))
     with pytest.raises(ApiError) as caught:
         client.request("POST", "/api/runs", json={})

@@ -20,12 +20,27 @@ PAGE = Path(__file__).resolve().parents[2] / "frontend" / "app_pages" / "overvie
 
 ANSWERS: dict[str, Any] = {
     "/api/health": {"status": "ok", "redis": True, "database": True, "workers": 1},
-    "/api/datasets": [{"id": "d1", "name": "letters", "num_images": 120,
-                       "classes": [{"name": "a", "count": 60}, {"name": "b", "count": 60}],
-                       "warnings": [], "created_at": "2025-01-01T00:00:00Z"}],
-    "/api/runs": [{"id": "r1", "name": "demo", "status": "running", "epochs_done": 3,
-                   "dataset_id": "d1", "config": {"epochs": 10},
-                   "created_at": "2025-01-01T00:01:00Z"}],
+    "/api/datasets": [
+        {
+            "id": "d1",
+            "name": "letters",
+            "num_images": 120,
+            "classes": [{"name": "a", "count": 60}, {"name": "b", "count": 60}],
+            "warnings": [],
+            "created_at": "2025-01-01T00:00:00Z",
+        }
+    ],
+    "/api/runs": [
+        {
+            "id": "r1",
+            "name": "demo",
+            "status": "running",
+            "epochs_done": 3,
+            "dataset_id": "d1",
+            "config": {"epochs": 10},
+            "created_at": "2025-01-01T00:01:00Z",
+        }
+    ],
 }
 
 
@@ -69,9 +84,7 @@ def test_an_unreachable_api_is_a_banner(monkeypatch: pytest.MonkeyPatch) -> None
     assert len(page.dataframe) == 0
 
 
-def test_the_tables_show_datasets_and_runs(
-    monkeypatch: pytest.MonkeyPatch, stub_api: str
-) -> None:
+def test_the_tables_show_datasets_and_runs(monkeypatch: pytest.MonkeyPatch, stub_api: str) -> None:
     monkeypatch.setenv("CURVELAB_API_URL", stub_api)
     page = AppTest.from_file(str(PAGE), default_timeout=30).run()
     assert not page.exception

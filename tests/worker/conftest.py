@@ -28,9 +28,16 @@ SIDE = 16
 # Small enough to train in a second or two, learnable in 2-3 epochs; BN
 # momentum 0.9 so that its moving averages settle within a dozen steps.
 TINY = {
-    "image_size": (SIDE, SIDE), "filters": [4, 8], "convs_per_block": 1, "dense_units": 8,
-    "batch_size": 8, "epochs": 3, "bn_momentum": 0.9, "learning_rate": 0.003,
-    "batch_metrics_every": 3, "seed": 7,
+    "image_size": (SIDE, SIDE),
+    "filters": [4, 8],
+    "convs_per_block": 1,
+    "dense_units": 8,
+    "batch_size": 8,
+    "epochs": 3,
+    "bn_momentum": 0.9,
+    "learning_rate": 0.003,
+    "batch_metrics_every": 3,
+    "seed": 7,
 }
 TRAIN_IMAGES = len(
     stratified_split(np.repeat(np.arange(len(CLASSES)), PER_CLASS), 0.2, int(TINY["seed"]))[0]
@@ -77,9 +84,11 @@ def dataset_id(settings: Settings, database: Database) -> str:
     """A Dataset row and its files under the data dir."""
     with database.session() as session:
         row = Dataset(
-            name="patterns", num_images=PER_CLASS * len(CLASSES),
+            name="patterns",
+            num_images=PER_CLASS * len(CLASSES),
             classes=[{"name": name, "count": PER_CLASS} for name in CLASSES],
-            image_shapes=[[SIDE, SIDE]], warnings=[],
+            image_shapes=[[SIDE, SIDE]],
+            warnings=[],
         )
         session.add(row)
         session.commit()

@@ -35,10 +35,26 @@ def worker_process(settings: Settings, tmp_path: Path) -> Iterator[tuple[subproc
     log = tmp_path / "worker.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker.celery_app:app", "worker",
-             "--pool=solo", "--concurrency=1", f"--queues={QUEUE}", "--loglevel=INFO",
-             "--hostname", WORKER_NAME, "--without-gossip", "--without-mingle"],
-            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app:app",
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                f"--queues={QUEUE}",
+                "--loglevel=INFO",
+                "--hostname",
+                WORKER_NAME,
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
         )
     try:
         yield process, log

@@ -30,8 +30,12 @@ def test_output_shape_names_and_layer_count() -> None:
 
 def test_without_batch_norm_with_dropout_grayscale_augmented() -> None:
     config = SMALL.model_copy(
-        update={"batch_norm": False, "dropout": 0.25, "color_mode": "grayscale",
-                "augment": Augment(flip=True, rotate=0.1, zoom=0.1)}
+        update={
+            "batch_norm": False,
+            "dropout": 0.25,
+            "color_mode": "grayscale",
+            "augment": Augment(flip=True, rotate=0.1, zoom=0.1),
+        }
     )
     model = make_model(config, num_classes=3)
     types = layer_types(model)

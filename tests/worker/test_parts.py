@@ -68,7 +68,10 @@ def test_side_channel_publishes_in_order_and_sees_the_cancel(redis_client: Redis
         assert side.cancelled.wait(2)
     received = [events.decode(f) for _, f in redis_client.xrange(events.stream_key(run_id))]
     assert [(e["type"], e.get("step", e.get("epoch"))) for e in received] == [
-        ("batch", 1), ("batch", 2), ("batch", 3), ("epoch", 1)
+        ("batch", 1),
+        ("batch", 2),
+        ("batch", 3),
+        ("epoch", 1),
     ]
 
 

@@ -144,7 +144,9 @@ def _model(
             return keras.models.load_model(checkpoint), epochs_done
         log.warning(
             "run %s: %d epochs recorded but no checkpoint at %s; starting over from epoch 0",
-            run_id, epochs_done, checkpoint,
+            run_id,
+            epochs_done,
+            checkpoint,
         )
     model = compile_model(make_model(config, num_classes), config)
     return model, 0

@@ -85,7 +85,10 @@ def dataset_samples(
     _get(session, dataset_id)
     if not 1 <= per_class <= 32:
         raise HTTPException(422, "per_class must be between 1 and 32")
-    return sample_thumbnails(dataset_id, resources.settings, per_class=per_class)
+    try:
+        return sample_thumbnails(dataset_id, resources.settings, per_class=per_class)
+    except FileNotFoundError as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "dataset files are missing") from exc
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)

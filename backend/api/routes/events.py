@@ -34,7 +34,8 @@ def _cursor(
     cursor = last_event_id or after or "0-0"
     if not _STREAM_ID.match(cursor):
         raise HTTPException(
-            status.HTTP_400_BAD_REQUEST, f"not an event id: {cursor[:40]!r} (expected like 1700000000000-0)"
+            status.HTTP_400_BAD_REQUEST,
+            f"not an event id: {cursor[:40]!r} (expected like 1700000000000-0)",
         )
     return cursor
 

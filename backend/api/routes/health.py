@@ -25,6 +25,7 @@ def health(resources: ResourcesDep) -> JSONResponse:
         redis_ok, workers = False, 0
     database_ok = resources.db.ping()
     ok = redis_ok and database_ok
-    body = Health(status="ok" if ok else "degraded", redis=redis_ok, database=database_ok,
-                  workers=workers)
+    body = Health(
+        status="ok" if ok else "degraded", redis=redis_ok, database=database_ok, workers=workers
+    )
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

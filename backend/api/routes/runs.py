@@ -78,7 +78,9 @@ def cancel_run(run_id: str, session: SessionDep, resources: ResourcesDep) -> Run
 def run_metrics(run_id: str, session: SessionDep) -> Metrics:
     """Every finished epoch (1-based) and the streamed batch points, from SQL."""
     get_run(session, run_id)
-    return Metrics(epochs=runs.epoch_rows(session, run_id), batches=runs.batch_rows(session, run_id))
+    return Metrics(
+        epochs=runs.epoch_rows(session, run_id), batches=runs.batch_rows(session, run_id)
+    )
 
 
 @router.get(
