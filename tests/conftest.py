@@ -95,11 +95,17 @@ def _postgres_answers() -> bool:
         return False
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+BOTH_DATABASES = pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+"""Mark a module or test with this to run it on SQLite and on PostgreSQL."""
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """SQLite always; PostgreSQL too when a server answers (a fresh database per test)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'curvelab.db'}"
+    """SQLite by default; PostgreSQL for tests marked BOTH_DATABASES, when a
+    server answers on 127.0.0.1:5432 (a fresh database per test)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'data' / 'curvelab.db'}"
         return
     if not _postgres_answers():
         pytest.skip("no PostgreSQL on 127.0.0.1:5432")
@@ -118,9 +124,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
-def settings(tmp_path: Path, redis_url: str) -> Settings:
-    """Settings on a temporary data dir and the suite's Redis; SQLite by default."""
-    config = Settings(data_dir=tmp_path / "data", redis_url=redis_url, max_upload_mb=64)
+def settings(tmp_path: Path, redis_url: str, database_url: str) -> Settings:
+    """Settings on a temporary data dir, the suite's Redis, and the test's database."""
+    config = Settings(
+        data_dir=tmp_path / "data",
+        redis_url=redis_url,
+        database_url=database_url,
+        max_upload_mb=64,
+    )
     config.ensure_dirs()
     return config
 

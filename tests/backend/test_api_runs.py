@@ -10,6 +10,9 @@ from redis import Redis
 from backend import events, runs
 from backend.db import Database
 from backend.queue import QUEUE
+from tests.conftest import BOTH_DATABASES
+
+pytestmark = BOTH_DATABASES
 
 TINY = {"image_size": [16, 16], "filters": [4, 8], "epochs": 2, "batch_size": 8}
 

@@ -13,6 +13,7 @@ from redis import Redis
 from backend import artifacts, events, runs
 from backend.db import Database
 from backend.settings import Settings
+from tests.conftest import BOTH_DATABASES
 from tests.worker.conftest import (
     STEPS,
     MakeRun,
@@ -24,6 +25,8 @@ from tests.worker.conftest import (
 )
 from worker.training import runner
 from worker.training.runner import run_training
+
+pytestmark = BOTH_DATABASES
 
 
 def test_redelivered_task_resumes_from_its_checkpoint(

@@ -15,6 +15,7 @@ from backend import artifacts, runs
 from backend.datasets.layout import dataset_dir
 from backend.db import Database
 from backend.settings import Settings
+from tests.conftest import BOTH_DATABASES
 from tests.worker.conftest import (
     CLASSES,
     STEPS,
@@ -29,6 +30,8 @@ from tests.worker.conftest import (
 from worker.training.runner import run_training
 
 EPOCH_KEYS = ("loss", "val_loss", "accuracy", "val_accuracy", "seconds", "images_per_sec", "lr")
+
+pytestmark = BOTH_DATABASES
 
 
 def test_tiny_run_records_streams_and_saves(
