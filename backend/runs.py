@@ -104,6 +104,19 @@ def record_epoch(
     session.commit()
 
 
+def requeue(session: Session, redis: Redis | None, run_id: str) -> None:
+    """Put an interrupted run back in the queue's state; it resumes after its
+    last recorded epoch when a worker takes it again."""
+    run = session.get(Run, run_id)
+    if run is None or run.status in events.FINAL_STATUSES:
+        return
+    run.status = "queued"
+    session.commit()
+    publish_quietly(
+        redis, run_id, events.status_event("queued", epochs_done=run.epochs_done, requeued=True)
+    )
+
+
 def discard_epochs(session: Session, run_id: str) -> None:
     """Forget a run's recorded epochs: it is starting over (its checkpoint is lost)."""
     session.execute(delete(EpochMetrics).where(EpochMetrics.run_id == run_id))

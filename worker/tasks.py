@@ -8,12 +8,16 @@ recorded as failed, never redelivered in a loop.
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
+from typing import Any
 
+from celery.signals import worker_shutting_down
 from redis import Redis
 
+from backend import runs
 from backend.db import Database
-from backend.queue import TRAIN_TASK
+from backend.queue import TRAIN_TASK, enqueue_training
 from backend.settings import Settings, get_settings
 from worker.celery_app import app
 from worker.training.runner import run_training
@@ -32,12 +36,29 @@ def _resources() -> tuple[Settings, Database, Redis]:
     return settings, Database(settings.sqlalchemy_url), redis
 
 
+# Set when this worker is asked to stop (Ctrl-C, SIGTERM): the running
+# training stops at its next batch and its run goes back in the queue,
+# instead of the worker waiting hours for it or being killed mid-epoch.
+shutting_down = threading.Event()
+
+
+@worker_shutting_down.connect
+def _on_shutting_down(**_: Any) -> None:
+    shutting_down.set()
+
+
 @app.task(name=TRAIN_TASK)
 def train(run_id: str) -> str:
     """Train one run; returns its final status."""
     try:
         settings, db, redis = _resources()
-        return run_training(run_id, settings, db, redis)
+        status = run_training(run_id, settings, db, redis, pause=shutting_down)
+        if status == "interrupted":
+            with db.session() as session:
+                runs.requeue(session, redis, run_id)
+            enqueue_training(app, run_id)
+            log.info("run %s: worker shutting down; queued again to resume", run_id)
+        return status
     except Exception:
         # run_training records training failures itself; this is for what
         # comes before (a malformed id, SQL unreachable). Acked, not retried.

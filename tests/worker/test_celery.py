@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +17,13 @@ from backend.db import Database
 from backend.queue import QUEUE, enqueue_training, make_celery
 from backend.settings import Settings
 from tests.conftest import wait_for
-from tests.worker.conftest import MakeRun, get_run
+from tests.worker.conftest import MakeRun, epoch_numbers, get_run, stream
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER_NAME = "curvelab-test@localhost"
 
 
-@pytest.fixture
-def worker_process(settings: Settings, tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path]]:
+def _start(settings: Settings, log: Path) -> subprocess.Popen:
     env = {
         **os.environ,
         "CURVELAB_DATA_DIR": str(settings.data_dir),
@@ -32,9 +31,8 @@ def worker_process(settings: Settings, tmp_path: Path) -> Iterator[tuple[subproc
         "CURVELAB_DATABASE_URL": settings.sqlalchemy_url,
         "CURVELAB_WORKER_HEARTBEAT_S": "0.5",
     }
-    log = tmp_path / "worker.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
+    with log.open("ab") as output:
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -56,15 +54,39 @@ def worker_process(settings: Settings, tmp_path: Path) -> Iterator[tuple[subproc
             stdout=output,
             stderr=subprocess.STDOUT,
         )
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()  # warm shutdown: the heartbeat key is removed
     try:
-        yield process, log
-    finally:
-        process.terminate()  # warm shutdown: the heartbeat key is removed
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
+@pytest.fixture
+def start_worker(
+    settings: Settings, tmp_path: Path
+) -> Iterator[Callable[[], tuple[subprocess.Popen, Path]]]:
+    """Start real worker processes (the CLI's command line); all stopped at the end."""
+    started: list[subprocess.Popen] = []
+    log = tmp_path / "worker.log"
+
+    def start() -> tuple[subprocess.Popen, Path]:
+        started.append(_start(settings, log))
+        return started[-1], log
+
+    yield start
+    for process in started:
+        _stop(process)
+
+
+@pytest.fixture
+def worker_process(
+    start_worker: Callable[[], tuple[subprocess.Popen, Path]],
+) -> tuple[subprocess.Popen, Path]:
+    return start_worker()
 
 
 def test_a_real_worker_trains_a_sent_task(
@@ -95,3 +117,45 @@ def test_a_real_worker_trains_a_sent_task(
     process.terminate()
     process.wait(30)
     assert not redis_client.exists(key)
+
+
+def test_a_worker_asked_to_stop_requeues_its_run_and_the_next_resumes_it(
+    settings: Settings,
+    database: Database,
+    redis_client: Redis,
+    make_run: MakeRun,
+    start_worker: Callable[[], tuple[subprocess.Popen, Path]],
+) -> None:
+    run_id = make_run(epochs=500)  # far more than this test waits for
+    enqueue_training(make_celery(settings), run_id)
+    first, log = start_worker()
+    wait_for(
+        lambda: get_run(database, run_id).epochs_done >= 2,
+        timeout=120,
+        interval=0.1,
+        what="two epochs",
+    )
+
+    first.terminate()  # what `curvelab up` does on Ctrl-C
+    assert first.wait(30) == 0, log.read_text()[-3000:]
+    run = get_run(database, run_id)
+    assert run.status == "queued", log.read_text()[-3000:]
+    paused_at = run.epochs_done
+    assert [e["status"] for e in stream(redis_client, run_id) if e["type"] == "status"] == [
+        "running",
+        "queued",
+    ]
+
+    start_worker()
+    wait_for(
+        lambda: get_run(database, run_id).epochs_done >= paused_at + 2,
+        timeout=120,
+        interval=0.1,
+        what="the run to resume and go on",
+    )
+    run = get_run(database, run_id)
+    assert run.status == "running" and run.resumed_at_epoch == paused_at + 1
+    redis_client.set(events.cancel_key(run_id), "1")
+    wait_for(lambda: get_run(database, run_id).status == "cancelled", timeout=60, what="the cancel")
+    done = get_run(database, run_id).epochs_done
+    assert epoch_numbers(database, run_id) == list(range(1, done + 1))

@@ -59,6 +59,7 @@ class RunRecorder(keras.callbacks.Callback):
         db: Database,
         publish: Callable[[dict[str, Any]], None],
         cancel: threading.Event,
+        pause: threading.Event | None = None,
         steps_per_epoch: int,
         batch_size: int,
         train_images: int,
@@ -73,12 +74,16 @@ class RunRecorder(keras.callbacks.Callback):
         self.db = db
         self.publish = publish
         self.cancel = cancel
+        # Set when the worker is asked to shut down: stop at the next batch,
+        # and the run is queued again to resume from its last checkpoint.
+        self.pause = pause or threading.Event()
         self.steps_per_epoch = steps_per_epoch
         self.batch_size = batch_size
         self.train_images = train_images
         self.every = batch_metrics_every
         self.probes = list(probes)
         self.cancelled = False  # True once training was stopped for a cancel
+        self.paused = False  # True once training was stopped for a worker shutdown
         self._epoch = 0  # 0-based, as Keras counts
         self._steps_started = 0
         self._started = 0.0
@@ -100,6 +105,9 @@ class RunRecorder(keras.callbacks.Callback):
         if self.cancel.is_set():
             self.cancelled = True
             self.model.stop_training = True
+        elif self.pause.is_set():
+            self.paused = True
+            self.model.stop_training = True
         if batch and (self._epoch * self.steps_per_epoch + batch) % self.every == 0:
             self._point(batch, self.model.get_metrics_result())
 
@@ -112,7 +120,7 @@ class RunRecorder(keras.callbacks.Callback):
         logs = logs or {}
         ended = time.perf_counter()
         if self._steps_started < self.steps_per_epoch:
-            log.info("run %s: epoch %d cut short by a cancel; not recorded", self.run_id, epoch + 1)
+            log.info("run %s: epoch %d cut short; not recorded", self.run_id, epoch + 1)
             return
         if ((epoch + 1) * self.steps_per_epoch) % self.every == 0:
             training = {k: v for k, v in logs.items() if not k.startswith("val_")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 
 import keras
 import numpy as np
@@ -36,9 +37,19 @@ MAX_ERROR_CHARS = 300
 _TF_DATA_PREFIX = re.compile(r"^Error in user-defined function .*? with iterator: \S+: ")
 
 
-def run_training(run_id: str, settings: Settings, db: Database, redis: Redis | None) -> str:
+def run_training(
+    run_id: str,
+    settings: Settings,
+    db: Database,
+    redis: Redis | None,
+    pause: threading.Event | None = None,
+) -> str:
     """Train the run and return its final status ("missing" if there is no
-    such run). Failures are recorded on the run, not raised."""
+    such run). Failures are recorded on the run, not raised.
+
+    ``pause`` set (the worker is shutting down) stops training at the next
+    batch and returns "interrupted": the run stays resumable from its last
+    checkpointed epoch, and the caller queues it again."""
     artifacts.run_dir(settings, run_id)  # refuses a malformed id before any I/O
     with db.session() as session:
         run = runs.mark_running(session, redis, run_id)
@@ -48,8 +59,10 @@ def run_training(run_id: str, settings: Settings, db: Database, redis: Redis | N
         stored_config, dataset_id, epochs_done = run.config, run.dataset_id, run.epochs_done
     try:
         config = TrainConfig.model_validate(stored_config)
-        cancelled = _train(run_id, config, dataset_id, epochs_done, settings, db, redis)
-        if not cancelled:
+        outcome = _train(run_id, config, dataset_id, epochs_done, settings, db, redis, pause)
+        if outcome == "interrupted":
+            return outcome
+        if outcome == "succeeded":
             with db.session() as session:
                 rows = runs.epoch_rows(session, run_id)
             folder = artifacts.run_dir(settings, run_id)
@@ -60,10 +73,9 @@ def run_training(run_id: str, settings: Settings, db: Database, redis: Redis | N
             runs.finish(session, redis, run_id, "failed", error=describe_error(exc))
         return "failed"
     # A cancelled run keeps the epochs it recorded: its curves stay.
-    status = "cancelled" if cancelled else "succeeded"
     with db.session() as session:
-        runs.finish(session, redis, run_id, status)
-    return status
+        runs.finish(session, redis, run_id, outcome)
+    return outcome
 
 
 def _train(
@@ -74,8 +86,10 @@ def _train(
     settings: Settings,
     db: Database,
     redis: Redis | None,
-) -> bool:
-    """Fit from the last recorded epoch on; True if stopped by a cancel."""
+    pause: threading.Event | None,
+) -> str:
+    """Fit from the last recorded epoch on: "succeeded", or "cancelled" or
+    "interrupted" when stopped early."""
     if dataset_id is None:
         raise FileNotFoundError("the run's dataset was deleted")
     folder = dataset_dir(settings.datasets_dir, dataset_id)
@@ -105,6 +119,7 @@ def _train(
             db=db,
             publish=side.publish,
             cancel=side.cancelled,
+            pause=pause,
             steps_per_epoch=data.train_steps,
             batch_size=config.batch_size,
             train_images=data.train_images,
@@ -126,10 +141,12 @@ def _train(
             shuffle=False,  # the training dataset shuffles itself, seeded
             verbose=0,
         )
-    if side.cancelled.is_set():
-        return True
+    if recorder.cancelled or side.cancelled.is_set():
+        return "cancelled"
+    if recorder.paused:
+        return "interrupted"
     artifacts.save_model(model, artifacts.run_dir(settings, run_id) / names.MODEL_FILE)
-    return False
+    return "succeeded"
 
 
 def _model(
