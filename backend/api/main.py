@@ -70,6 +70,10 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     parts = []
     for error in exc.errors():
+        if error["type"] == "json_invalid":
+            reason = error.get("ctx", {}).get("error", "")
+            parts.append(f"the request body is not valid JSON: {reason}".rstrip(": "))
+            continue
         where = ".".join(str(p) for p in error["loc"] if p != "body")
         message = str(error["msg"]).removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)

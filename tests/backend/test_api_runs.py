@@ -65,6 +65,12 @@ def test_config_that_cannot_work_is_a_422_naming_the_field(
         assert field in reply.json()["detail"], reply.json()
 
 
+def test_a_body_that_is_not_json_is_a_422_saying_so(api: TestClient) -> None:
+    reply = api.post("/api/runs", content=b"not json", headers={"content-type": "application/json"})
+    assert reply.status_code == 422
+    assert reply.json()["detail"].startswith("the request body is not valid JSON")
+
+
 def test_unknown_dataset_is_a_404(api: TestClient) -> None:
     reply = api.post("/api/runs", json={"dataset_id": "f" * 32, "config": TINY})
     assert reply.status_code == 404
