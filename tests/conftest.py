@@ -4,6 +4,7 @@ SQLite (and PostgreSQL where one answers on 127.0.0.1:5432)."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -35,6 +36,18 @@ def wait_for(check, timeout: float = 20.0, interval: float = 0.05, what: str = "
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 30) -> None:
+    """Ask a child to stop; kill it if it has not within ``grace`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A redis-server of the suite's own, so tests never touch another's data."""
@@ -63,8 +76,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     client = Redis.from_url(url)
     wait_for(lambda: _pings(client), what="redis-server")
     yield url
-    proc.terminate()
-    proc.wait(10)
+    stop_process(proc)
 
 
 def _pings(client: Redis) -> bool:

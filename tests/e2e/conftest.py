@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, wait_for
+from tests.conftest import free_port, stop_process, wait_for
 
 
 @dataclass
@@ -73,13 +73,7 @@ def start_stack(tmp_path: Path, redis_url: str, *extra: str) -> Stack:
 
 
 def stop_stack(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+    stop_process(process, signal.SIGINT)  # Ctrl-C, as a user stops it
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,10 +12,11 @@ import pytest
 from redis import Redis
 
 from backend import events
+from backend.cli.parts import worker_argv
 from backend.db import Database
-from backend.queue import QUEUE, enqueue_training, make_celery
+from backend.queue import enqueue_training, make_celery
 from backend.settings import Settings
-from tests.conftest import wait_for
+from tests.conftest import stop_process, wait_for
 from tests.worker.conftest import MakeRun, epoch_numbers, get_run, stream
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,36 +33,12 @@ def _start(settings: Settings, log: Path) -> subprocess.Popen:
     }
     with log.open("ab") as output:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker.celery_app:app",
-                "worker",
-                "--pool=solo",
-                "--concurrency=1",
-                f"--queues={QUEUE}",
-                "--loglevel=INFO",
-                "--hostname",
-                WORKER_NAME,
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            [*worker_argv(), "--hostname", WORKER_NAME, "--without-gossip", "--without-mingle"],
             cwd=REPO,
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()  # warm shutdown: the heartbeat key is removed
-    try:
-        process.wait(30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
 
 
 @pytest.fixture
@@ -79,7 +55,7 @@ def start_worker(
 
     yield start
     for process in started:
-        _stop(process)
+        stop_process(process)  # warm shutdown: the heartbeat key is removed
 
 
 @pytest.fixture
