@@ -8,22 +8,39 @@ UI needs; the frontend does not import backend's Settings, by design.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import httpx
 import streamlit as st
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
+# Ingest validates every image of an upload before it answers.
+UPLOAD_TIMEOUT_S = 600.0
 
 
 class ApiError(Exception):
-    """The API answered with an error (``status``) or not at all (``status`` None)."""
+    """The API answered with an error (``status``) or not at all (``status`` None).
 
-    def __init__(self, status: int | None, detail: str) -> None:
+    ``errors`` carries a 422's structured list (each with ``loc`` and ``msg``)
+    so a form can show each message next to the field it names."""
+
+    def __init__(
+        self, status: int | None, detail: str, errors: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(f"{status}: {detail}" if status is not None else detail)
         self.status = status
         self.detail = detail
+        self.errors = errors or []
+
+    def field_errors(self) -> dict[str, str]:
+        """``{"config.batch_size": "Input should be ..."}`` from a 422."""
+        found: dict[str, str] = {}
+        for item in self.errors:
+            loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+            message = str(item.get("msg", "")).removeprefix("Value error, ")
+            found[loc] = message
+        return found
 
 
 class ApiUnreachable(ApiError):
@@ -70,7 +87,7 @@ class ApiClient:
         except httpx.TransportError as exc:
             raise ApiUnreachable(self.base_url, str(exc) or exc.__class__.__name__) from exc
         if response.status_code >= 400:
-            raise ApiError(response.status_code, _detail(response))
+            raise ApiError(response.status_code, _detail(response), _errors(response))
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -88,10 +105,74 @@ class ApiClient:
         return list(self.request("GET", "/api/runs"))
 
     def get_run(self, run_id: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/api/runs/{quote(run_id, safe='')}"))
+        return dict(self.request("GET", f"/api/runs/{_id(run_id)}"))
 
     def list_presets(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/presets"))
+
+    # datasets
+    def upload_dataset(
+        self, filename: str, content: bytes | BinaryIO, name: str | None = None
+    ) -> dict[str, Any]:
+        """POST a ZIP; ingest checks every image, so this may take a while."""
+        data = {"name": name} if name else None
+        files = {"file": (filename, content, "application/zip")}
+        return dict(
+            self.request("POST", "/api/datasets", files=files, data=data, timeout=UPLOAD_TIMEOUT_S)
+        )
+
+    def get_dataset(self, dataset_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/datasets/{_id(dataset_id)}"))
+
+    def delete_dataset(self, dataset_id: str) -> None:
+        self.request("DELETE", f"/api/datasets/{_id(dataset_id)}")
+
+    def dataset_samples(self, dataset_id: str, per_class: int = 4) -> list[dict[str, Any]]:
+        return list(
+            self.request(
+                "GET", f"/api/datasets/{_id(dataset_id)}/samples", params={"per_class": per_class}
+            )
+        )
+
+    # runs
+    def create_run(
+        self, dataset_id: str, config: dict[str, Any], name: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"dataset_id": dataset_id, "config": config}
+        if name:
+            body["name"] = name
+        return dict(self.request("POST", "/api/runs", json=body))
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", f"/api/runs/{_id(run_id)}/cancel"))
+
+    def run_metrics(self, run_id: str) -> dict[str, Any]:
+        return dict(self.request("GET", f"/api/runs/{_id(run_id)}/metrics"))
+
+    def run_model(self, run_id: str) -> bytes:
+        """The trained .keras file's bytes."""
+        try:
+            response = self._http.get(f"/api/runs/{_id(run_id)}/model", timeout=UPLOAD_TIMEOUT_S)
+        except httpx.TransportError as exc:
+            raise ApiUnreachable(self.base_url, str(exc) or exc.__class__.__name__) from exc
+        if response.status_code >= 400:
+            raise ApiError(response.status_code, _detail(response))
+        return response.content
+
+
+def _id(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _errors(response: httpx.Response) -> list[dict[str, Any]]:
+    try:
+        body = response.json()
+    except ValueError:
+        return []
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if errors is None and isinstance(body, dict) and isinstance(body.get("detail"), list):
+        errors = body["detail"]
+    return [e for e in errors or [] if isinstance(e, dict)]
 
 
 def _detail(response: httpx.Response) -> str:

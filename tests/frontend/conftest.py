@@ -1,0 +1,132 @@
+"""A live API for page tests: the real app under uvicorn in a thread, on the
+suite's Redis and a temporary SQLite, with factories that seed datasets and
+runs (with stored epochs) without a worker."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from backend import events, runs
+from backend.api.main import create_app
+from backend.db import Database, Run
+from backend.settings import Settings
+from backend.synthetic import write_character_zip
+from frontend.api_client import get_client
+from tests.conftest import free_port, wait_for
+
+
+@dataclass
+class LiveApi:
+    url: str
+    settings: Settings
+    database: Database
+    tmp_path: Path
+
+    def upload_dataset(
+        self, name: str = "letters", num_classes: int = 3, per_class: int = 8
+    ) -> dict[str, Any]:
+        archive = write_character_zip(
+            self.tmp_path / f"{name}.zip",
+            num_classes=num_classes,
+            per_class=per_class,
+            image_size=(16, 16),
+            mode="L",
+        )
+        with archive.open("rb") as handle:
+            reply = httpx.post(
+                f"{self.url}/api/datasets",
+                files={"file": (archive.name, handle)},
+                data={"name": name},
+                timeout=60,
+            )
+        reply.raise_for_status()
+        return dict(reply.json())
+
+    def create_run(
+        self, dataset_id: str, config: dict[str, Any] | None = None, name: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"dataset_id": dataset_id, "config": config or {}}
+        if name:
+            body["name"] = name
+        reply = httpx.post(f"{self.url}/api/runs", json=body, timeout=10)
+        reply.raise_for_status()
+        return dict(reply.json())
+
+    def train_fake_epochs(
+        self, run_id: str, epochs: int, final: str | None = "succeeded", steps_per_epoch: int = 4
+    ) -> None:
+        """Record ``epochs`` epochs (and batch points) as a worker would, without
+        training: page tests need stored curves, not TensorFlow."""
+        with self.database.session() as session:
+            runs.mark_running(session, None, run_id)
+            run = session.get(Run, run_id)
+            assert run is not None
+            start = run.epochs_done
+            for epoch in range(start + 1, start + epochs + 1):
+                loss = 2.0 * math.exp(-0.4 * epoch)
+                values = {
+                    "loss": loss,
+                    "accuracy": 1 - loss / 2.5,
+                    "val_loss": loss * 1.3 + 0.1,
+                    "val_accuracy": 1 - loss / 2.2,
+                    "seconds": 1.5,
+                    "images_per_sec": 400.0,
+                    "lr": 0.001,
+                }
+                batches = [
+                    (
+                        (epoch - 1) * steps_per_epoch + s,
+                        epoch - 1 + s / steps_per_epoch,
+                        {"loss": loss * (1.1 - 0.05 * s), "accuracy": 0.5},
+                    )
+                    for s in range(1, steps_per_epoch + 1)
+                ]
+                runs.record_epoch(session, run_id, epoch, values, batches)
+            if final:
+                runs.finish(session, None, run_id, final)
+
+    def publish(self, run_id: str, event: dict[str, Any]) -> None:
+        from redis import Redis
+
+        events.publish(Redis.from_url(self.settings.redis_url), run_id, event)
+
+
+@pytest.fixture
+def live_api(
+    settings: Settings, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LiveApi]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, timeout=20, what="the API to start")
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("CURVELAB_API_URL", url)
+    monkeypatch.delenv("CURVELAB_API_TOKEN", raising=False)
+    get_client.clear()  # the UI caches its client per process
+    yield LiveApi(url=url, settings=settings, database=database, tmp_path=tmp_path)
+    get_client.clear()
+    server.should_exit = True
+    thread.join(10)
+
+
+FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
+
+
+def page_path(name: str) -> str:
+    """Path of a page file, for ``AppTest.from_file``."""
+    return str(FRONTEND / "app_pages" / f"{name}.py")
+
+
+PageFactory = Callable[[str], str]
