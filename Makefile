@@ -8,7 +8,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install system-deps run test lint bench clean
+# apt-get install the packages listed in the shell variable `missing`.
+APT_INSTALL = command -v apt-get >/dev/null || { echo "please install:$$missing" >&2; exit 1; }; \
+	sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	echo "installing$$missing with apt-get"; \
+	$$sudo apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null
+
+.PHONY: install system-deps test-deps run test lint bench clean
 
 install: system-deps $(STAMP)
 
@@ -18,13 +25,14 @@ system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
-	if [ -n "$$missing" ]; then \
-	  command -v apt-get >/dev/null || { echo "install:$$missing" >&2; exit 1; }; \
-	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	  echo "installing$$missing with apt-get"; \
-	  $$sudo apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	if [ -n "$$missing" ]; then $(APT_INSTALL); fi
+
+# The browser tests drive Debian's chromium (Playwright's own browser
+# download is not used: it needs a host outside the package registries).
+test-deps:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing=" chromium"; \
+	if [ -n "$$missing" ]; then $(APT_INSTALL); fi
 
 # Re-installs only when pyproject.toml changes: `make install` is idempotent.
 $(STAMP): pyproject.toml
@@ -36,7 +44,7 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/curvelab up $(ARGS)
 
-test: install
+test: install test-deps
 	$(BIN)/pytest $(ARGS)
 
 lint: install
