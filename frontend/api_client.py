@@ -80,13 +80,17 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One call; the decoded JSON body, or :class:`ApiError`."""
+    def request(
+        self, method: str, path: str, *, accept: tuple[int, ...] = (), **kwargs: Any
+    ) -> Any:
+        """One call; the decoded JSON body, or :class:`ApiError`.
+
+        ``accept``: error statuses whose body is an answer, not an error."""
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ApiUnreachable(self.base_url, str(exc) or exc.__class__.__name__) from exc
-        if response.status_code >= 400:
+        if response.status_code >= 400 and response.status_code not in accept:
             raise ApiError(response.status_code, _detail(response), _errors(response))
         if response.status_code == 204 or not response.content:
             return None
@@ -96,7 +100,8 @@ class ApiClient:
             raise ApiError(response.status_code, "the answer is not JSON") from exc
 
     def health(self) -> dict[str, Any]:
-        return dict(self.request("GET", "/api/health"))
+        """A degraded API answers 503 with the same body, which says what is down."""
+        return dict(self.request("GET", "/api/health", accept=(503,)))
 
     def list_datasets(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/datasets"))

@@ -99,4 +99,8 @@ def ui_argv(host: str, port: int) -> list[str]:
         "true",
         "--browser.gatherUsageStats",
         "false",
+        # A served app, not a dev session: reloading modules on file changes
+        # would leave the cached API client holding the old module's classes.
+        "--server.fileWatcherType",
+        "none",
     ]

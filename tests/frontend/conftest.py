@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from streamlit.testing.v1 import AppTest
 
 from backend import events, runs
 from backend.api.main import create_app
@@ -130,3 +131,14 @@ def page_path(name: str) -> str:
 
 
 PageFactory = Callable[[str], str]
+
+
+def open_app_page(name: str, **query: str) -> AppTest:
+    """Run a page inside the whole app (navigation, health banner), where its
+    page links and ``st.switch_page`` resolve as they do in a browser."""
+    app = AppTest.from_file(str(FRONTEND / "streamlit_app.py"), default_timeout=30)
+    # Before a first run AppTest knows pages by file name, not by url_path.
+    app.run().switch_page(f"app_pages/{name}.py")
+    for key, value in query.items():
+        app.query_params[key] = value
+    return app.run()

@@ -1,0 +1,180 @@
+"""Run page, deep-linked as ``/run?id=<run_id>``: the configuration in a narrow
+column beside the live curves, progress, and what can be done with the run.
+
+The part that changes while a run trains (status, progress, curves) is one
+fragment that re-reads the API every ``POLL_S`` seconds while the run is
+active; a status change reruns the whole page, which redraws the fragment
+without a timer once the run is final.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from frontend import charts
+from frontend.api_client import ApiClient, ApiError, get_client
+from frontend.run_data import POLL_S, dataset_names
+from frontend.run_panels import config_table, facts_table, status_panel
+from frontend.run_view import ACTIVE_STATUSES, metrics_csv, run_labels
+
+PAGES = Path(__file__).parent
+
+
+def pick_run(client: ApiClient) -> str | None:
+    """The run named in the URL, or one the user picks (then put in the URL)."""
+    run_id = st.query_params.get("id")
+    if run_id:
+        return run_id
+    runs = client.list_runs()
+    if not runs:
+        st.info(
+            "No run yet. Upload a dataset under **Datasets**, then start one under **New run**."
+        )
+        return None
+    st.subheader("Run", anchor=False)
+    labels = run_labels(runs)
+    choice = st.selectbox(
+        "Which run?",
+        [r["id"] for r in runs],
+        index=None,
+        format_func=labels.__getitem__,
+        placeholder="Pick a run",
+        width=500,
+    )
+    if choice:
+        st.query_params["id"] = choice
+        st.rerun()  # draw the run without the picker
+    return None
+
+
+def request_cancel(client: ApiClient, run_id: str) -> None:
+    # A callback, so the fragment's next read already sees the cancelled run.
+    try:
+        run = client.cancel_run(run_id)
+    except ApiError as exc:
+        st.session_state["run_notice"] = ("error", f"Could not cancel: {exc.detail}")
+        return
+    if run.get("status") in ACTIVE_STATUSES:
+        st.session_state[f"cancel_requested_{run_id}"] = True
+
+
+def actions(client: ApiClient, run: dict[str, Any]) -> None:
+    """The row of things to do with a run; drawn on full reruns, which every
+    status change triggers, so it always matches the status."""
+    run_id = run["id"]
+    row = st.container(horizontal=True, gap="small")
+    if run["status"] in ACTIVE_STATUSES:
+        row.button("Cancel run", on_click=request_cancel, args=(client, run_id), key="cancel")
+    if run["status"] == "succeeded":
+        row.download_button(
+            "Download model",
+            data=partial(client.run_model, run_id),  # fetched only when clicked
+            file_name=f"curvelab-{run_id}.keras",
+            mime="application/octet-stream",
+            on_click="ignore",
+            key="download_model",
+        )
+    row.download_button(
+        "Metrics CSV",
+        data=partial(_csv, client, run_id),
+        file_name=f"curvelab-{run_id}-metrics.csv",
+        mime="text/csv",
+        on_click="ignore",
+        key="download_csv",
+    )
+    if row.button("Clone", help="A new run with this configuration, to change a knob."):
+        st.switch_page(PAGES / "new_run.py", query_params={"clone": run_id})
+    with row.popover("Compare with…"):
+        others = [r for r in client.list_runs() if r["id"] != run_id]
+        labels = run_labels(others)
+        picked = st.multiselect(
+            "Other runs",
+            [r["id"] for r in others],
+            format_func=labels.__getitem__,
+            key="compare_with",
+            placeholder="Pick one or more",
+        )
+        if st.button("Compare", disabled=not picked, type="primary"):
+            st.switch_page(PAGES / "compare.py", query_params={"ids": ",".join([run_id, *picked])})
+
+
+def _csv(client: ApiClient, run_id: str) -> str:
+    return metrics_csv(client.run_metrics(run_id)["epochs"])
+
+
+def live(client: ApiClient, run_id: str, seen_status: str) -> None:
+    """Status, progress and curves; polls only while the run is active."""
+
+    @st.fragment(run_every=POLL_S if seen_status in ACTIVE_STATUSES else None)
+    def panel() -> None:
+        try:
+            run = client.get_run(run_id)
+            metrics = client.run_metrics(run_id)
+        except ApiError as exc:
+            st.warning(f"Could not refresh the run: {exc.detail}")
+            return
+        if run["status"] != seen_status:
+            st.rerun()  # the whole page: facts, actions, and a timer only if still active
+        status_panel(run, metrics["epochs"], st.session_state.get(f"cancel_requested_{run_id}"))
+        curves(run_id, metrics)
+        # Diagnosis slot (issue 4, item 3): the findings (most severe first), the
+        # gap-decomposition chart and "Try this fix" go here, under the curves and
+        # inside this fragment, so they follow the run while it trains.
+
+    panel()
+
+
+def curves(run_id: str, metrics: dict[str, Any]) -> None:
+    epochs, batches = metrics["epochs"], metrics["batches"]
+    toggles = st.columns([1, 1, 0.7, 1.7], vertical_alignment="center")
+    show_batches = toggles[0].toggle("Batch points", value=True, key="show_batches")
+    log_y = toggles[1].toggle("Log y", key="log_y")
+    toggles[2].markdown("Smoothing")
+    smoothing = toggles[3].slider(
+        "Batch smoothing",
+        0.0,
+        0.99,
+        0.6,
+        step=0.01,
+        key="smoothing",
+        disabled=not show_batches,
+        label_visibility="collapsed",
+    )
+    loss = charts.loss_figure(
+        epochs, batches, show_batches=show_batches, smoothing=smoothing, log_y=log_y
+    )
+    # Stable keys: a redrawn chart with a generated id would collide (streamlit#9752).
+    st.plotly_chart(loss, key=f"loss-{run_id}", config={"displaylogo": False})
+    st.plotly_chart(
+        charts.accuracy_figure(epochs), key=f"accuracy-{run_id}", config={"displaylogo": False}
+    )
+
+
+def main() -> None:
+    client = get_client()
+    run_id = pick_run(client)
+    if not run_id:
+        return
+    try:
+        run = client.get_run(run_id)
+    except ApiError as exc:
+        st.error(f"No run with id `{run_id}`." if exc.status == 404 else exc.detail)
+        return
+    notice = st.session_state.pop("run_notice", None)
+    if notice:
+        st.error(notice[1])
+    st.subheader(run["name"], anchor=False)
+    config_column, curves_column = st.columns([1, 3], gap="medium")
+    with config_column:
+        config_table(run["config"])
+        facts_table(run, dataset_names(client).get(run.get("dataset_id") or ""))
+    with curves_column:
+        actions(client, run)
+        live(client, run_id, run["status"])
+
+
+main()
