@@ -36,6 +36,18 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=7 * 24 * 3600, ge=60)
     stream_maxlen: int = Field(default=100_000, ge=100, description="Events kept per run stream.")
     worker_heartbeat_s: float = Field(default=5.0, gt=0)
+    # Sizes of the gap probes' samples (TrainConfig.gap_probes): larger is
+    # steadier and costs more time at each epoch end.
+    probe_train_images: int = Field(
+        default=1024,
+        ge=1,
+        description="Training images evaluated like validation at each epoch end (gap probes).",
+    )
+    probe_bn_images: int = Field(
+        default=1024,
+        ge=1,
+        description="Training images that re-estimate BatchNorm statistics (gap probes).",
+    )
 
     @field_validator("data_dir")
     @classmethod

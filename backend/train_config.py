@@ -65,6 +65,13 @@ class TrainConfig(BaseModel):
     batch_metrics_every: int = Field(
         default=10, ge=1, le=100_000, description="Stream the batch loss every this many steps."
     )
+    # measurement
+    gap_probes: bool = Field(
+        default=True,
+        description="At each epoch end, also measure what the gap between val_loss and loss "
+        "is made of: a training sample evaluated like validation, validation with BatchNorm "
+        "statistics re-estimated, and the BatchNorm moving averages' initial-value weight.",
+    )
 
     @model_validator(mode="after")
     def _fits_the_image(self) -> TrainConfig:

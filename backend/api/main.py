@@ -18,7 +18,7 @@ from redis import Redis
 
 from backend.api.body_limit import BodySizeLimit
 from backend.api.deps import Resources, verify_token
-from backend.api.routes import datasets, events, health, presets, runs
+from backend.api.routes import datasets, diagnosis, events, health, presets, runs
 from backend.db import Database
 from backend.queue import make_celery
 from backend.settings import Settings, get_settings
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(presets.router, prefix="/api", dependencies=protected)
     app.include_router(datasets.router, prefix="/api", dependencies=protected)
     app.include_router(runs.router, prefix="/api", dependencies=protected)
+    app.include_router(diagnosis.router, prefix="/api", dependencies=protected)
     app.include_router(events.router, prefix="/api", dependencies=protected)
     return app
 

@@ -81,3 +81,35 @@ class RunPublic(BaseModel):
 class Metrics(BaseModel):
     epochs: list[dict[str, Any]] = Field(description="One row per finished epoch, 1-based.")
     batches: list[dict[str, Any]] = Field(description="Training loss at fractional epochs.")
+
+
+class Finding(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    code: str = Field(description="batchnorm_lag, overfitting, lr_too_high, ...")
+    severity: Literal["info", "warning", "critical"]
+    title: str
+    evidence: str = Field(description="What the run's own numbers show.")
+    suggestion: dict[str, Any] = Field(
+        description="A TrainConfig patch for a cloned run; empty when no knob fixes it."
+    )
+
+
+class GapParts(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    epoch: int
+    gap: float | None = Field(description="val_loss − loss.")
+    train_mode: float | None = Field(description="train_eval_loss − loss.")
+    bn_lag: float | None = Field(description="val_loss − val_loss_recalibrated.")
+    generalisation: float | None = Field(description="The rest of the gap.")
+
+
+class Diagnosis(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    run_id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    epochs: int = Field(description="Epochs recorded so far.")
+    findings: list[Finding] = Field(description="Most severe first.")
+    decomposition: list[GapParts] = Field(description="The gap of each epoch, in parts.")

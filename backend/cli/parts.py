@@ -103,4 +103,6 @@ def ui_argv(host: str, port: int) -> list[str]:
         # would leave the cached API client holding the old module's classes.
         "--server.fileWatcherType",
         "none",
+        "--client.toolbarMode",
+        "viewer",  # no "Deploy" button in a self-hosted app
     ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,10 @@ from redis import Redis
 
 from backend import events, runs
 from backend.datasets.layout import ImageEntry, Manifest, class_folder, dataset_dir
+from backend.datasets.split import stratified_split
 from backend.db import Database, Dataset, Run
 from backend.settings import Settings
 from backend.train_config import TrainConfig
-from worker.training.data import stratified_split
 
 CLASSES = ("horizontal", "vertical", "square")
 PER_CLASS = 24
@@ -59,15 +60,39 @@ def _pattern(label: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 
-def write_dataset(root: Path, dataset_id: str, seed: int = 0) -> Manifest:
-    """PNG (grayscale and RGB) and JPEG files, as ingest would have stored them."""
+def write_dataset(
+    root: Path,
+    dataset_id: str,
+    seed: int = 0,
+    *,
+    per_class: Sequence[int] = (PER_CLASS,) * len(CLASSES),
+    random_labels: bool = False,
+    copies: int = 0,
+) -> Manifest:
+    """PNG (grayscale and RGB) and JPEG files, as ingest would have stored them.
+
+    ``random_labels``: every image is random noise, so nothing learned
+    generalises: a run can only memorise its training images. ``copies``:
+    the last ``copies`` images of each class are byte copies of its first ones.
+    """
     folder = dataset_dir(root, dataset_id)
     rng = np.random.default_rng(seed)
     manifest = Manifest(classes=list(CLASSES))
-    for label in range(len(CLASSES)):
+    for label, count in enumerate(per_class):
         (folder / class_folder(label)).mkdir(parents=True)
-        for position in range(PER_CLASS):
-            image = Image.fromarray(_pattern(label, rng), mode="L")
+        first = len(manifest.images)
+        for position in range(count):
+            if position >= count - copies:
+                original = manifest.images[first + position - (count - copies)]
+                path = f"{class_folder(label)}/{position:05d}{Path(original.path).suffix}"
+                (folder / path).write_bytes((folder / original.path).read_bytes())
+                manifest.images.append(replace(original, path=path))
+                continue
+            if random_labels:
+                pixels = rng.integers(0, 256, (SIDE, SIDE), dtype=np.uint8)
+            else:
+                pixels = _pattern(label, rng)
+            image = Image.fromarray(pixels, mode="L")
             mode, extension = ("L", "png") if position % 2 else ("RGB", "png")
             if label == 2:
                 mode, extension = "RGB", "jpg"
@@ -79,21 +104,39 @@ def write_dataset(root: Path, dataset_id: str, seed: int = 0) -> Manifest:
     return manifest
 
 
+MakeDataset = Callable[..., str]
+
+
 @pytest.fixture
-def dataset_id(settings: Settings, database: Database) -> str:
-    """A Dataset row and its files under the data dir."""
-    with database.session() as session:
-        row = Dataset(
-            name="patterns",
-            num_images=PER_CLASS * len(CLASSES),
-            classes=[{"name": name, "count": PER_CLASS} for name in CLASSES],
-            image_shapes=[[SIDE, SIDE]],
-            warnings=[],
-        )
-        session.add(row)
-        session.commit()
-        write_dataset(settings.datasets_dir, row.id)
-        return row.id
+def make_dataset(settings: Settings, database: Database) -> MakeDataset:
+    """A Dataset row and its files under the data dir; keyword arguments go to
+    ``write_dataset``."""
+
+    def make(**options: Any) -> str:
+        per_class = list(options.get("per_class", (PER_CLASS,) * len(CLASSES)))
+        with database.session() as session:
+            row = Dataset(
+                name="patterns",
+                num_images=sum(per_class),
+                classes=[
+                    {"name": name, "count": count}
+                    for name, count in zip(CLASSES, per_class, strict=True)
+                ],
+                image_shapes=[[SIDE, SIDE]],
+                warnings=[],
+            )
+            session.add(row)
+            session.commit()
+            write_dataset(settings.datasets_dir, row.id, **options)
+            return row.id
+
+    return make
+
+
+@pytest.fixture
+def dataset_id(make_dataset: MakeDataset) -> str:
+    """The tiny dataset: 24 images of each of 3 easy patterns."""
+    return make_dataset()
 
 
 MakeRun = Callable[..., str]
@@ -103,12 +146,13 @@ MakeRun = Callable[..., str]
 def make_run(database: Database, dataset_id: str) -> MakeRun:
     """Queue a run on the tiny dataset; keyword arguments override TINY."""
 
-    def make(**overrides: Any) -> str:
+    def make(dataset: str | None = None, **overrides: Any) -> str:
+        """``dataset``: another dataset's id (from ``make_dataset``)."""
         config = TrainConfig(**{**TINY, **overrides})
         with database.session() as session:
-            dataset = session.get(Dataset, dataset_id)
-            assert dataset is not None
-            return runs.create_run(session, dataset, config, name="tiny").id
+            row = session.get(Dataset, dataset or dataset_id)
+            assert row is not None
+            return runs.create_run(session, row, config, name="tiny").id
 
     return make
 

@@ -19,13 +19,14 @@ from redis import Redis
 from backend import artifacts as names
 from backend import runs
 from backend.datasets.layout import MANIFEST, Manifest, dataset_dir
+from backend.datasets.split import stratified_split
 from backend.db import Database, Run
 from backend.settings import Settings
 from backend.train_config import TrainConfig
 from worker.training import artifacts
-from worker.training.data import stratified_split
 from worker.training.model import compile_model, make_model
 from worker.training.pipeline import build_pipelines
+from worker.training.probes import build_gap_probes
 from worker.training.recorder import RunRecorder
 from worker.training.sidechannel import SideChannel
 
@@ -112,6 +113,13 @@ def _train(
     data = build_pipelines(
         folder, manifest.images, train_idx.tolist(), val_idx.tolist(), config, shuffle_seed
     )
+    probes = []
+    if config.gap_probes:
+        probes.append(
+            build_gap_probes(
+                folder, manifest.images, train_idx.tolist(), data.val, config, settings
+            )
+        )
     with SideChannel(redis, run_id, maxlen=settings.stream_maxlen) as side:
         recorder = RunRecorder(
             run_id=run_id,
@@ -124,6 +132,7 @@ def _train(
             batch_size=config.batch_size,
             train_images=data.train_images,
             batch_metrics_every=config.batch_metrics_every,
+            probes=probes,
         )
         callbacks: list[keras.callbacks.Callback] = [recorder]
         if config.early_stopping_patience is not None:

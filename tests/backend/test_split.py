@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from worker.training.data import stratified_split
+from backend.datasets.split import held_out, stratified_split
 
 
 def test_split_is_a_stratified_partition() -> None:
@@ -42,3 +42,14 @@ def test_same_seed_same_split_other_seed_other_split() -> None:
 def test_bad_arguments_are_value_errors(labels: list, split: float) -> None:
     with pytest.raises(ValueError):
         stratified_split(labels, split, seed=0)
+
+
+def test_held_out_counts_match_the_split() -> None:
+    # The diagnosis sizes validation from class counts alone: same numbers.
+    counts = [50, 20, 5, 2, 1]
+    labels = np.repeat(np.arange(len(counts)), counts)
+    for split in (0.1, 0.2, 0.5, 0.9):
+        _, val = stratified_split(labels, split, seed=2)
+        assert np.bincount(labels[val], minlength=len(counts)).tolist() == [
+            held_out(count, split) for count in counts
+        ]

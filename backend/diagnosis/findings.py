@@ -1,0 +1,35 @@
+"""What a diagnosis says: findings, their severities, and their order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Severity = Literal["info", "warning", "critical"]
+# Most severe first; within a severity, rules keep their own order.
+SEVERITY_RANK: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the run's numbers show.
+
+    ``evidence`` quotes the run's own numbers; ``suggestion`` is a TrainConfig
+    patch (top-level fields; ``augment`` as a whole object) that a cloned run
+    can apply, empty when the fix is not a knob (the data, say).
+    """
+
+    code: str
+    severity: Severity
+    title: str
+    evidence: str
+    suggestion: dict[str, Any] = field(default_factory=dict)
+
+
+def most_severe_first(findings: Iterable[Finding | None]) -> list[Finding]:
+    """The findings that fired, critical first (a stable sort)."""
+    return sorted(
+        (finding for finding in findings if finding is not None),
+        key=lambda finding: SEVERITY_RANK[finding.severity],
+    )

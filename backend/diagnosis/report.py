@@ -1,0 +1,40 @@
+"""A run's diagnosis from what SQL holds: live while it trains, final after."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from backend import runs
+from backend.db import Dataset, Run
+from backend.diagnosis.facts import dataset_facts
+from backend.diagnosis.findings import Finding
+from backend.diagnosis.gap import GapRow, decompose
+from backend.diagnosis.rules import diagnose
+from backend.train_config import TrainConfig
+
+
+@dataclass(frozen=True)
+class RunDiagnosis:
+    run_id: str
+    status: str
+    epochs: int
+    findings: list[Finding]
+    decomposition: list[GapRow]
+
+
+def diagnose_run(session: Session, run: Run, datasets_dir: Path) -> RunDiagnosis:
+    """Findings (most severe first) and the per-epoch gap decomposition."""
+    history = runs.epoch_rows(session, run.id)
+    config = TrainConfig.model_validate(run.config)
+    dataset = session.get(Dataset, run.dataset_id) if run.dataset_id else None
+    facts = dataset_facts(list(run.class_names), dataset, config, datasets_dir)
+    return RunDiagnosis(
+        run_id=run.id,
+        status=run.status,
+        epochs=len(history),
+        findings=diagnose(history, config, facts),
+        decomposition=decompose(history, config.batch_norm),
+    )
