@@ -1,11 +1,17 @@
 """The gap ``val_loss − loss`` of each epoch, split into what the probes measure.
 
-- train-mode effect: ``train_eval_loss − loss``: the reported loss is a running
-  mean in training mode (dropout, batch statistics, earlier weights); the
-  training sample evaluated like validation is not;
+- train-mode effect: ``train_eval_loss_recalibrated − loss``: the reported
+  loss is a running mean in training mode (dropout, batch statistics, earlier
+  weights); the training sample evaluated in inference mode, with BatchNorm
+  statistics that fit the weights, is not;
 - BatchNorm lag: ``val_loss − val_loss_recalibrated``: what re-estimating the
   BatchNorm statistics from training images removes;
-- generalisation: the rest, ``val_loss_recalibrated − train_eval_loss``.
+- generalisation: the rest, ``val_loss_recalibrated − train_eval_loss_recalibrated``.
+
+The training sample is taken with re-estimated statistics because with the
+lagging moving averages (``train_eval_loss``) it carries the same lag as
+validation: the lag would be counted twice and the generalisation gap come
+out falsely negative. Without BatchNorm both are the same measurement.
 
 The three add up to the gap exactly. A part is None where a probe was off or
 the loss was NaN; a model without BatchNorm has no lag (0).
@@ -36,7 +42,10 @@ def decompose(history: History, batch_norm: bool) -> list[GapRow]:
     for row in history:
         loss, val_loss = value(row, "loss"), value(row, "val_loss")
         gap = _minus(val_loss, loss)
-        train_mode = _minus(value(row, "train_eval_loss"), loss)
+        train_eval = value(row, "train_eval_loss_recalibrated") if batch_norm else None
+        if train_eval is None:  # no BatchNorm, or a history from before that probe
+            train_eval = value(row, "train_eval_loss")
+        train_mode = _minus(train_eval, loss)
         if batch_norm:
             bn_lag = _minus(val_loss, value(row, "val_loss_recalibrated"))
         else:

@@ -30,6 +30,8 @@ PROBE_KEYS = {
     "train_eval_accuracy",
     "val_loss_recalibrated",
     "val_accuracy_recalibrated",
+    "train_eval_loss_recalibrated",
+    "train_eval_accuracy_recalibrated",
     "bn_init_weight",
     "probe_seconds",
 }

@@ -10,6 +10,10 @@ changing the trained model, each epoch also records:
 - ``val_loss_recalibrated``/``val_accuracy_recalibrated``: validation with
   every BatchNorm layer's moving statistics replaced by statistics
   re-estimated from training images ("precise BN"), then restored;
+- ``train_eval_loss_recalibrated``/``train_eval_accuracy_recalibrated``: the
+  training sample with those same statistics: with it, the train-mode effect
+  is measured apart from the lag, which ``train_eval_loss`` shares with
+  validation;
 - ``bn_init_weight``: ``momentum ** steps``, the share of each moving average
   still made of its initial value (mean 0, variance 1);
 - ``probe_seconds``: what all of this cost.
@@ -67,8 +71,11 @@ class GapProbes:
             if layers:
                 steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
                 values["bn_init_weight"] = float(layers[0].momentum) ** steps
-                result = evaluate_recalibrated(model, self.bn_sample, self.val)
-                values.update({f"val_{key}_recalibrated": value for key, value in result.items()})
+                results = evaluate_recalibrated(
+                    model, self.bn_sample, {"val": self.val, "train_eval": self.train_sample}
+                )
+                for prefix, result in results.items():
+                    values.update({f"{prefix}_{k}_recalibrated": v for k, v in result.items()})
         except Exception:
             # A measurement must not cost the run; the epoch keeps what was measured.
             log.warning("gap probes failed at epoch %d", epoch, exc_info=True)
@@ -105,10 +112,11 @@ def batchnorm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization
 
 
 def evaluate_recalibrated(
-    model: keras.Model, bn_sample: tf.data.Dataset, val: tf.data.Dataset
-) -> dict[str, float]:
-    """Evaluate ``val`` with BatchNorm statistics re-estimated on ``bn_sample``;
-    every moving mean and variance is put back, bit for bit, before returning."""
+    model: keras.Model, bn_sample: tf.data.Dataset, datasets: dict[str, tf.data.Dataset]
+) -> dict[str, dict[str, float]]:
+    """Evaluate each dataset with BatchNorm statistics re-estimated on
+    ``bn_sample``; every moving mean and variance is put back, bit for bit,
+    before returning."""
     layers = batchnorm_layers(model)
     saved = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in layers]
     try:
@@ -116,8 +124,13 @@ def evaluate_recalibrated(
         for layer, (mean, variance) in zip(layers, statistics, strict=True):
             layer.moving_mean.assign(mean)
             layer.moving_variance.assign(variance)
-        result = model.evaluate(val, return_dict=True, verbose=0)
-        return {key: float(value) for key, value in result.items()}
+        return {
+            name: {
+                key: float(value)
+                for key, value in model.evaluate(data, return_dict=True, verbose=0).items()
+            }
+            for name, data in datasets.items()
+        }
     finally:
         for layer, (mean, variance) in zip(layers, saved, strict=True):
             layer.moving_mean.assign(mean)
