@@ -35,6 +35,7 @@ COLUMNS = (
     ("loss", "loss"),
     ("val_loss", "val_loss"),
     ("train_eval_loss", "train_eval"),
+    ("train_eval_loss_recalibrated", "train_recal"),
     ("val_loss_recalibrated", "val_recal"),
     ("accuracy", "acc"),
     ("val_accuracy", "val_acc"),

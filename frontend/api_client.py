@@ -154,6 +154,10 @@ class ApiClient:
     def run_metrics(self, run_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/runs/{_id(run_id)}/metrics"))
 
+    def run_diagnosis(self, run_id: str) -> dict[str, Any]:
+        """Findings (most severe first) and the per-epoch gap decomposition."""
+        return dict(self.request("GET", f"/api/runs/{_id(run_id)}/diagnosis"))
+
     def run_model(self, run_id: str) -> bytes:
         """The trained .keras file's bytes."""
         try:

@@ -60,10 +60,14 @@ def loss_figure(
     show_batches: bool = True,
     smoothing: float = 0.0,
     log_y: bool = False,
+    centre_loss: bool = False,
     height: int = CHART_HEIGHT,
 ) -> go.Figure:
     """loss (solid) and val_loss (dashed) per epoch; the batch loss as faint
-    points, and its moving average when ``smoothing`` > 0."""
+    points, and its moving average when ``smoothing`` > 0.
+
+    ``centre_loss``: ``loss`` at epoch − 0.5, where its running mean over the
+    epoch is centred, so the half-epoch it lags behind val_loss shows."""
     fig = go.Figure()
     if show_batches and batches:
         xs, ys = _series(batches, "loss")
@@ -83,7 +87,7 @@ def loss_figure(
                 line={"color": TRAIN_COLOR, "width": 1, "dash": "dot"},
                 connectgaps=True,
             )
-    _add_epoch_pair(fig, epochs, "loss", "val_loss")
+    _add_epoch_pair(fig, epochs, "loss", "val_loss", train_shift=-0.5 if centre_loss else 0.0)
     _layout(fig, "Loss", _last_epoch(epochs, batches), height)
     if log_y:
         fig.update_yaxes(type="log")
@@ -135,14 +139,64 @@ def compare_figure(
     return fig
 
 
-def _add_epoch_pair(fig: go.Figure, epochs: Sequence[Row], train: str, val: str) -> None:
+# The gap's parts as the diagnosis names them: (field, legend, colour, hover line).
+GAP_PARTS = (
+    ("train_mode", "train-mode effect", "#9467bd", "dropout, in-epoch running mean"),
+    ("bn_lag", "BatchNorm lag", "#d62728", "moving averages behind the weights"),
+    ("generalisation", "generalisation", "#2ca02c", "what the model does not carry over"),
+)
+GAP_COLOR = "#444444"
+
+
+def gap_rows(decomposition: Sequence[Row]) -> list[Row]:
+    """The epochs whose gap has all its parts (gap probes on, no NaN)."""
+    return [
+        row
+        for row in decomposition
+        if "epoch" in row and all(_finite(row.get(key)) for key, *_ in GAP_PARTS)
+    ]
+
+
+def gap_figure(decomposition: Sequence[Row], *, height: int = CHART_HEIGHT) -> go.Figure:
+    """The gap ``val_loss − loss`` of each epoch as stacked parts (negative
+    parts stack below zero), with the whole gap as markers on top."""
+    rows = gap_rows(decomposition)
+    xs = [float(row["epoch"]) for row in rows]
+    fig = go.Figure()
+    for key, name, color, meaning in GAP_PARTS:
+        fig.add_bar(
+            x=xs,
+            y=[float(row[key]) for row in rows],
+            name=name,
+            marker={"color": color},
+            hovertemplate=f"%{{y:.3f}}: {meaning}<extra></extra>",
+        )
+    fig.add_scatter(
+        x=xs,
+        y=[_number(row.get("gap")) for row in rows],
+        mode="lines+markers",
+        name="gap",
+        line={"color": GAP_COLOR, "width": 2},
+        marker={"size": 7, "symbol": "diamond"},
+        hovertemplate="%{y:.3f}: val_loss − loss<extra></extra>",
+    )
+    _layout(fig, "The gap val_loss − loss, in parts", max(xs, default=0.0), height)
+    fig.update_layout(barmode="relative", bargap=0.35)
+    fig.update_yaxes(title={"text": "loss difference"}, zeroline=True)
+    return fig
+
+
+def _add_epoch_pair(
+    fig: go.Figure, epochs: Sequence[Row], train: str, val: str, train_shift: float = 0.0
+) -> None:
     for key, color, dash in ((train, TRAIN_COLOR, "solid"), (val, VAL_COLOR, "dash")):
         xs, ys = _series(epochs, key)
+        shift = train_shift if key == train else 0.0
         fig.add_scatter(
-            x=xs,
+            x=[x + shift for x in xs],
             y=ys,
             mode="lines+markers",
-            name=key,
+            name=f"{key} (at epoch − {-shift:g})" if shift else key,
             line={"color": color, "dash": dash, "width": 2},
             marker={"size": 6},
         )

@@ -1,24 +1,32 @@
 """The run page's panels: the config as a compact two-column table, the run's
-facts, and its status with progress. Thin Streamlit over run_view's functions.
+facts, its status with progress, and the diagnosis. Thin Streamlit over
+run_view's and charts' functions.
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import streamlit as st
 
+from frontend import charts
 from frontend.run_view import (
     ACTIVE_STATUSES,
     STATUS_MARKDOWN,
     best,
     config_groups,
     format_duration,
+    patch_changes,
+    patch_text,
     progress,
 )
+
+ALERTS = {"critical": st.error, "warning": st.warning, "info": st.info}
+# Starts a run with a suggested patch and leaves the page; or says why it could not.
+StartFix = Callable[[dict[str, Any]], str | None]
 
 # Streamlit's own table style pads every cell generously; the config column
 # must show twenty-odd fields in little height, so the table sets its own.
@@ -95,6 +103,50 @@ def status_panel(
             facts.append(f"best {key} **{pattern.format(top[key])}** (epoch {top[f'{key}_epoch']})")
     # One line, not four big metrics: the height goes to the curves.
     st.markdown(" · ".join(f for f in facts if f))
+
+
+def diagnosis_section(run: dict[str, Any], diagnosis: dict[str, Any], start_fix: StartFix) -> None:
+    """The findings, most severe first, each with its fix when a knob moves it;
+    then the gap of each epoch in parts, when the run measured them."""
+    if not diagnosis.get("epochs"):
+        return  # nothing to explain before the first epoch
+    with st.container():
+        st.subheader("Why the curves look like this", anchor=False)
+        findings = diagnosis.get("findings") or []
+        if not findings:
+            st.markdown("Nothing stands out in these curves so far.")
+        for finding in findings:
+            _finding(run, finding, start_fix)
+        decomposition = diagnosis.get("decomposition") or []
+        if charts.gap_rows(decomposition):
+            st.plotly_chart(
+                charts.gap_figure(decomposition),
+                key=f"gap-{run['id']}",
+                config={"displaylogo": False},
+            )
+
+
+def _finding(run: dict[str, Any], finding: dict[str, Any], start_fix: StartFix) -> None:
+    evidence = finding.get("evidence") or ""
+    evidence = evidence[:1].upper() + evidence[1:] + ("" if evidence.endswith(".") else ".")
+    ALERTS.get(finding.get("severity", ""), st.info)(f"**{finding['title']}**  \n{evidence}")
+    suggestion = finding.get("suggestion") or {}
+    changes = patch_changes(run["config"], suggestion)
+    if not changes:
+        return
+    key = f"fix-{run['id']}-{finding['code']}"
+    row = st.container(horizontal=True, vertical_alignment="center", gap="small")
+    row.markdown(f"Suggested: `{patch_text(changes)}`")
+    deleted = not run.get("dataset_id")
+    why = "A new run with this change, opened beside this one in Compare."
+    if deleted:
+        why = "This run's dataset was deleted: upload it again to start a run on it."
+    if row.button("Try this fix", key=key, disabled=deleted, help=why):
+        st.session_state.pop(f"{key}-error", None)
+        st.session_state[f"{key}-error"] = start_fix(suggestion)  # leaves the page on success
+    error = st.session_state.get(f"{key}-error")
+    if error:
+        st.error(f"Could not start the fix: {error}")
 
 
 def _time(value: Any) -> datetime | None:

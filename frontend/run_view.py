@@ -93,6 +93,28 @@ def differing_fields(configs: Sequence[Row]) -> list[str]:
     return [f for f in ordered if len({repr(flat.get(f, missing)) for flat in flats}) > 1]
 
 
+def patch_changes(config: Row, patch: Row) -> list[tuple[str, str, str]]:
+    """What a suggested patch changes: (field, shown value now, shown value after),
+    flattened, so an ``augment`` patch names only the fields it moves."""
+    now, after = flatten_config(config), flatten_config({**config, **patch})
+    return [
+        (field, format_value(field, now.get(field)), format_value(field, value))
+        for field, value in after.items()
+        if field not in now or now[field] != value
+    ]
+
+
+def patch_text(changes: Sequence[tuple[str, str, str]]) -> str:
+    """``bn_momentum: 0.99 → 0.9``, several joined by `` · ``."""
+    return " · ".join(f"{field}: {old} → {new}" for field, old, new in changes)
+
+
+def fix_run_name(name: str, changes: Sequence[tuple[str, str, str]], limit: int = 200) -> str:
+    """``<run name> · bn_momentum 0.9``, cut to the API's name limit."""
+    suffix = " · " + ", ".join(f"{field} {new}" for field, _, new in changes)
+    return name[: max(limit - len(suffix), 0)] + suffix[:limit]
+
+
 @dataclass(frozen=True)
 class Progress:
     done: int

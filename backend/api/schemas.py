@@ -100,7 +100,9 @@ class GapParts(BaseModel):
 
     epoch: int
     gap: float | None = Field(description="val_loss − loss.")
-    train_mode: float | None = Field(description="train_eval_loss − loss.")
+    train_mode: float | None = Field(
+        description="train_eval_loss_recalibrated − loss (train_eval_loss without BatchNorm)."
+    )
     bn_lag: float | None = Field(description="val_loss − val_loss_recalibrated.")
     generalisation: float | None = Field(description="The rest of the gap.")
 

@@ -1,8 +1,9 @@
 """Run page, deep-linked as ``/run?id=<run_id>``: the configuration in a narrow
-column beside the live curves, progress, and what can be done with the run.
+column beside the live curves, progress, the diagnosis, and what can be done
+with the run.
 
-The part that changes while a run trains (status, progress, curves) is one
-fragment that re-reads the API every ``POLL_S`` seconds while the run is
+The part that changes while a run trains (status, progress, curves, diagnosis)
+is one fragment that re-reads the API every ``POLL_S`` seconds while the run is
 active; a status change reruns the whole page, which redraws the fragment
 without a timer once the run is final.
 """
@@ -18,8 +19,14 @@ import streamlit as st
 from frontend import charts
 from frontend.api_client import ApiClient, ApiError, get_client
 from frontend.run_data import POLL_S, dataset_names
-from frontend.run_panels import config_table, facts_table, status_panel
-from frontend.run_view import ACTIVE_STATUSES, metrics_csv, run_labels
+from frontend.run_panels import config_table, diagnosis_section, facts_table, status_panel
+from frontend.run_view import (
+    ACTIVE_STATUSES,
+    fix_run_name,
+    metrics_csv,
+    patch_changes,
+    run_labels,
+)
 
 PAGES = Path(__file__).parent
 
@@ -106,8 +113,20 @@ def _csv(client: ApiClient, run_id: str) -> str:
     return metrics_csv(client.run_metrics(run_id)["epochs"])
 
 
+def start_fix(client: ApiClient, run: dict[str, Any], suggestion: dict[str, Any]) -> str | None:
+    """A new run of the same dataset with ``suggestion`` applied, then Compare
+    with both; what the API said when it refused."""
+    name = fix_run_name(run["name"], patch_changes(run["config"], suggestion))
+    try:
+        new = client.create_run(run["dataset_id"], {**run["config"], **suggestion}, name=name)
+    except ApiError as exc:
+        return exc.detail
+    st.switch_page(PAGES / "compare.py", query_params={"ids": f"{run['id']},{new['id']}"})
+    return None
+
+
 def live(client: ApiClient, run_id: str, seen_status: str) -> None:
-    """Status, progress and curves; polls only while the run is active."""
+    """Status, progress, curves and diagnosis; polls only while the run is active."""
 
     @st.fragment(run_every=POLL_S if seen_status in ACTIVE_STATUSES else None)
     def panel() -> None:
@@ -121,20 +140,29 @@ def live(client: ApiClient, run_id: str, seen_status: str) -> None:
             st.rerun()  # the whole page: facts, actions, and a timer only if still active
         status_panel(run, metrics["epochs"], st.session_state.get(f"cancel_requested_{run_id}"))
         curves(run_id, metrics)
-        # Diagnosis slot (issue 4, item 3): the findings (most severe first), the
-        # gap-decomposition chart and "Try this fix" go here, under the curves and
-        # inside this fragment, so they follow the run while it trains.
+        try:
+            diagnosis = client.run_diagnosis(run_id)
+        except ApiError as exc:  # the curves are still worth showing
+            st.caption(f"No diagnosis: {exc.detail}")
+            return
+        diagnosis_section(run, diagnosis, partial(start_fix, client, run))
 
     panel()
 
 
 def curves(run_id: str, metrics: dict[str, Any]) -> None:
     epochs, batches = metrics["epochs"], metrics["batches"]
-    toggles = st.columns([1, 1, 0.7, 1.7], vertical_alignment="center")
+    toggles = st.columns([1, 0.7, 1.6, 0.7, 1.4], vertical_alignment="center")
     show_batches = toggles[0].toggle("Batch points", value=True, key="show_batches")
     log_y = toggles[1].toggle("Log y", key="log_y")
-    toggles[2].markdown("Smoothing")
-    smoothing = toggles[3].slider(
+    centre_loss = toggles[2].toggle(
+        "Train loss at epoch − 0.5",
+        key="centre_loss",
+        help="The reported training loss is a running mean over the epoch, centred half "
+        "an epoch before val_loss is measured: this shows how much of the gap is that lag.",
+    )
+    toggles[3].markdown("Smoothing")
+    smoothing = toggles[4].slider(
         "Batch smoothing",
         0.0,
         0.99,
@@ -145,7 +173,12 @@ def curves(run_id: str, metrics: dict[str, Any]) -> None:
         label_visibility="collapsed",
     )
     loss = charts.loss_figure(
-        epochs, batches, show_batches=show_batches, smoothing=smoothing, log_y=log_y
+        epochs,
+        batches,
+        show_batches=show_batches,
+        smoothing=smoothing,
+        log_y=log_y,
+        centre_loss=centre_loss,
     )
     # Stable keys: a redrawn chart with a generated id would collide (streamlit#9752).
     st.plotly_chart(loss, key=f"loss-{run_id}", config={"displaylogo": False})

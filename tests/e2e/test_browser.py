@@ -20,6 +20,11 @@ from tests.e2e.conftest import Stack, wait_for_streamlit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
+def no_exception(page: Any) -> None:
+    """A page that raised shows Streamlit's exception box; none may."""
+    assert page.locator("[data-testid='stException']").count() == 0, page.url
+
+
 LOSS_POINTS = "[class*='st-key-loss'] .js-plotly-plot .scatterlayer .trace .points path"
 
 
@@ -42,6 +47,7 @@ def test_a_new_user_uploads_trains_watches_and_compares(
     page.get_by_text("Samples").wait_for()
     wait_for_streamlit(page)
     page.wait_for_timeout(1500)  # thumbnails and chart finish drawing
+    no_exception(page)
     page.screenshot(path=screenshots / "1-datasets.png")
     datasets = api.get("/api/datasets").json()
     assert [(d["name"], d["num_images"]) for d in datasets] == [("browser glyphs", 180)]
@@ -56,6 +62,7 @@ def test_a_new_user_uploads_trains_watches_and_compares(
     page.get_by_role("spinbutton", name="Epochs").fill("3")
     page.get_by_role("spinbutton", name="Learning rate").fill("0.003")
     page.get_by_role("textbox", name="Run name (optional)").fill("from the form")
+    no_exception(page)
     page.screenshot(path=screenshots / "2-new-run.png")
     page.get_by_role("button", name="Start training").click()
     page.wait_for_url(re.compile(r"/run\?id=[0-9a-f]{32}"), timeout=30_000)
@@ -78,6 +85,7 @@ def test_a_new_user_uploads_trains_watches_and_compares(
 
     wait_for(more_points, timeout=180, interval=0.5, what="the chart to grow")
     page.wait_for_timeout(3000)  # the last refresh, then the fragment stops
+    no_exception(page)
     page.screenshot(path=screenshots / "3-run.png")
     assert seen[-1] > seen[0], seen
     assert page.locator(LOSS_POINTS).count() >= seen[-1]
@@ -107,4 +115,12 @@ def test_a_new_user_uploads_trains_watches_and_compares(
     assert "0.99" in body and "0.9" in body
     traces = page.locator("[class*='st-key-compare-loss'] .js-plotly-plot .scatterlayer .trace")
     assert traces.count() >= 4, traces.count()  # train and validation, for each run
+    no_exception(page)
     page.screenshot(path=screenshots / "4-compare.png")
+
+    # 5. The runs list, the default page, lists both.
+    page.goto(ui)
+    wait_for_streamlit(page)
+    page.get_by_text("bn 0.99").first.wait_for(state="attached", timeout=30_000)
+    no_exception(page)
+    page.screenshot(path=screenshots / "5-runs.png")
