@@ -43,7 +43,7 @@ def ema(values: Sequence[float | None], weight: float) -> list[float | None]:
     smoothed: list[float | None] = []
     last, count = 0.0, 0
     for value in values:
-        if not _finite(value):
+        if not is_finite(value):
             smoothed.append(None)
             continue
         assert value is not None
@@ -88,7 +88,7 @@ def loss_figure(
                 connectgaps=True,
             )
     _add_epoch_pair(fig, epochs, "loss", "val_loss", train_shift=-0.5 if centre_loss else 0.0)
-    _layout(fig, "Loss", _last_epoch(epochs, batches), height)
+    apply_layout(fig, "Loss", _last_epoch(epochs, batches), height)
     if log_y:
         fig.update_yaxes(type="log")
     return fig
@@ -98,7 +98,7 @@ def accuracy_figure(epochs: Sequence[Row], *, height: int = CHART_HEIGHT) -> go.
     """accuracy (solid) and val_accuracy (dashed) per epoch, on a 0–1 axis."""
     fig = go.Figure()
     _add_epoch_pair(fig, epochs, "accuracy", "val_accuracy")
-    _layout(fig, "Accuracy", _last_epoch(epochs, ()), height)
+    apply_layout(fig, "Accuracy", _last_epoch(epochs, ()), height)
     fig.update_yaxes(range=[0, 1.02])
     return fig
 
@@ -129,60 +129,13 @@ def compare_figure(
                 marker={"size": 5},
             )
         last = max(last, _last_epoch(epochs, ()))
-    _layout(fig, metric.replace("_", " ").capitalize(), last, height)
+    apply_layout(fig, metric.replace("_", " ").capitalize(), last, height)
     # Below the plot: run names are long, and several would cover the title.
     fig.update_layout(legend={"yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0})
     if metric == "accuracy":
         fig.update_yaxes(range=[0, 1.02])
     elif log_y:
         fig.update_yaxes(type="log")
-    return fig
-
-
-# The gap's parts as the diagnosis names them: (field, legend, colour, hover line).
-GAP_PARTS = (
-    ("train_mode", "train-mode effect", "#9467bd", "dropout, in-epoch running mean"),
-    ("bn_lag", "BatchNorm lag", "#d62728", "moving averages behind the weights"),
-    ("generalisation", "generalisation", "#2ca02c", "what the model does not carry over"),
-)
-GAP_COLOR = "#444444"
-
-
-def gap_rows(decomposition: Sequence[Row]) -> list[Row]:
-    """The epochs whose gap has all its parts (gap probes on, no NaN)."""
-    return [
-        row
-        for row in decomposition
-        if "epoch" in row and all(_finite(row.get(key)) for key, *_ in GAP_PARTS)
-    ]
-
-
-def gap_figure(decomposition: Sequence[Row], *, height: int = CHART_HEIGHT) -> go.Figure:
-    """The gap ``val_loss − loss`` of each epoch as stacked parts (negative
-    parts stack below zero), with the whole gap as markers on top."""
-    rows = gap_rows(decomposition)
-    xs = [float(row["epoch"]) for row in rows]
-    fig = go.Figure()
-    for key, name, color, meaning in GAP_PARTS:
-        fig.add_bar(
-            x=xs,
-            y=[float(row[key]) for row in rows],
-            name=name,
-            marker={"color": color},
-            hovertemplate=f"%{{y:.3f}}: {meaning}<extra></extra>",
-        )
-    fig.add_scatter(
-        x=xs,
-        y=[_number(row.get("gap")) for row in rows],
-        mode="lines+markers",
-        name="gap",
-        line={"color": GAP_COLOR, "width": 2},
-        marker={"size": 7, "symbol": "diamond"},
-        hovertemplate="%{y:.3f}: val_loss − loss<extra></extra>",
-    )
-    _layout(fig, "The gap val_loss − loss, in parts", max(xs, default=0.0), height)
-    fig.update_layout(barmode="relative", bargap=0.35)
-    fig.update_yaxes(title={"text": "loss difference"}, zeroline=True)
     return fig
 
 
@@ -202,7 +155,7 @@ def _add_epoch_pair(
         )
 
 
-def _layout(fig: go.Figure, title: str, last_epoch: float, height: int) -> None:
+def apply_layout(fig: go.Figure, title: str, last_epoch: float, height: int) -> None:
     fig.update_layout(
         title={"text": title, "font": {"size": 15}},
         height=height,
@@ -227,7 +180,7 @@ def _layout(fig: go.Figure, title: str, last_epoch: float, height: int) -> None:
 
 def _series(rows: Sequence[Row], key: str) -> tuple[list[float], list[float | None]]:
     xs = [float(row["epoch"]) for row in rows if "epoch" in row]
-    ys = [_number(row.get(key)) for row in rows if "epoch" in row]
+    ys = [number_or_none(row.get(key)) for row in rows if "epoch" in row]
     return xs, ys
 
 
@@ -236,9 +189,9 @@ def _last_epoch(epochs: Sequence[Row], batches: Sequence[Row]) -> float:
     return max(points, default=0.0)
 
 
-def _number(value: Any) -> float | None:
-    return float(value) if _finite(value) else None
+def number_or_none(value: Any) -> float | None:
+    return float(value) if is_finite(value) else None
 
 
-def _finite(value: Any) -> bool:
+def is_finite(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -12,7 +12,7 @@ from typing import Any
 
 import streamlit as st
 
-from frontend import charts
+from frontend import gap_chart
 from frontend.run_view import (
     ACTIVE_STATUSES,
     STATUS_MARKDOWN,
@@ -118,9 +118,9 @@ def diagnosis_section(run: dict[str, Any], diagnosis: dict[str, Any], start_fix:
         for finding in findings:
             _finding(run, finding, start_fix)
         decomposition = diagnosis.get("decomposition") or []
-        if charts.gap_rows(decomposition):
+        if gap_chart.gap_rows(decomposition):
             st.plotly_chart(
-                charts.gap_figure(decomposition),
+                gap_chart.gap_figure(decomposition),
                 key=f"gap-{run['id']}",
                 config={"displaylogo": False},
             )
@@ -141,7 +141,8 @@ def _finding(run: dict[str, Any], finding: dict[str, Any], start_fix: StartFix) 
     why = "A new run with this change, opened beside this one in Compare."
     if deleted:
         why = "This run's dataset was deleted: upload it again to start a run on it."
-    if row.button("Try this fix", key=key, disabled=deleted, help=why):
+    # A click can arrive from a page drawn before the dataset went: ignore it.
+    if row.button("Try this fix", key=key, disabled=deleted, help=why) and not deleted:
         st.session_state.pop(f"{key}-error", None)
         st.session_state[f"{key}-error"] = start_fix(suggestion)  # leaves the page on success
     error = st.session_state.get(f"{key}-error")

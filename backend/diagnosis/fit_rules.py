@@ -21,6 +21,9 @@ EXPLODED_VS_CHANCE = 3.0
 DIVERGED_RISE = 0.25
 OSCILLATION_RISE = 0.1
 OSCILLATION_COUNT = 2
+# ...and by at least this much in absolute terms: near a loss of zero, a
+# wobble from 0.017 to 0.024 is +40% but only noise, not an unstable step size.
+MIN_RISE = 0.05
 # Underfitting: over the last 3 epochs the training loss improved by less
 # than 5%, stayed above half the uniform-guess loss, and training accuracy
 # is less than halfway from chance to perfect.
@@ -60,12 +63,12 @@ def _unstable(history: History, num_classes: int) -> str | None:
     best = losses[0][1]
     rises = []
     for (_, previous), (epoch, loss) in itertools.pairwise(losses):
-        if loss > best * (1 + DIVERGED_RISE):
+        if loss > best * (1 + DIVERGED_RISE) and loss - best > MIN_RISE:
             return (
                 f"the training loss rose to {num(loss)} at epoch {epoch}, "
                 f"from a best of {num(best)}"
             )
-        if loss > previous * (1 + OSCILLATION_RISE):
+        if loss > previous * (1 + OSCILLATION_RISE) and loss - previous > MIN_RISE:
             rises.append(f"{num(previous)} → {num(loss)} at epoch {epoch}")
         best = min(best, loss)
     if len(rises) >= OSCILLATION_COUNT:

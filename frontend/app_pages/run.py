@@ -152,17 +152,18 @@ def live(client: ApiClient, run_id: str, seen_status: str) -> None:
 
 def curves(run_id: str, metrics: dict[str, Any]) -> None:
     epochs, batches = metrics["epochs"], metrics["batches"]
-    toggles = st.columns([1, 0.7, 1.6, 0.7, 1.4], vertical_alignment="center")
-    show_batches = toggles[0].toggle("Batch points", value=True, key="show_batches")
-    log_y = toggles[1].toggle("Log y", key="log_y")
-    centre_loss = toggles[2].toggle(
+    # Each control as wide as its label, so all fit one line of the column.
+    toggles = st.container(horizontal=True, vertical_alignment="center", gap="small")
+    show_batches = toggles.toggle("Batch points", value=True, key="show_batches")
+    log_y = toggles.toggle("Log y", key="log_y")
+    centre_loss = toggles.toggle(
         "Train loss at epoch − 0.5",
         key="centre_loss",
         help="The reported training loss is a running mean over the epoch, centred half "
         "an epoch before val_loss is measured: this shows how much of the gap is that lag.",
     )
-    toggles[3].markdown("Smoothing")
-    smoothing = toggles[4].slider(
+    toggles.markdown("Smoothing", width="content")
+    smoothing = toggles.slider(
         "Batch smoothing",
         0.0,
         0.99,
@@ -171,6 +172,7 @@ def curves(run_id: str, metrics: dict[str, Any]) -> None:
         key="smoothing",
         disabled=not show_batches,
         label_visibility="collapsed",
+        width=140,
     )
     loss = charts.loss_figure(
         epochs,

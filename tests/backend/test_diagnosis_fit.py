@@ -54,6 +54,12 @@ FLAT = history(
 )
 
 
+def test_wobbles_near_zero_loss_are_not_a_high_learning_rate() -> None:
+    # +40% relative, but 0.007 nats: noise at the end of a converged run.
+    losses = [0.5, 0.1, 0.03, 0.017, 0.024, 0.018, 0.025]
+    assert lr_too_high(history(loss=losses), TrainConfig(), THREE_CLASSES) is None
+
+
 def test_underfitting_when_both_losses_stay_high_and_flat() -> None:
     finding = underfitting(FLAT, TrainConfig(filters=[8, 16], dense_units=32), TEN_CLASSES)
     assert finding is not None and finding.severity == "warning"

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from frontend import charts
+from frontend import charts, gap_chart
 
 EPOCHS = [
     {"epoch": 1, "loss": 1.0, "val_loss": 2.0, "accuracy": 0.5, "val_accuracy": 0.3},
@@ -78,3 +78,41 @@ def test_compare_one_colour_per_run_validation_dashed() -> None:
     # One legend entry per run; it toggles both of the run's curves.
     assert [t.name for t in fig.data if t.showlegend] == ["a", "b"]
     assert found["a (validation)"].legendgroup == "a"
+
+
+DECOMPOSITION = [
+    {"epoch": 1, "gap": 2.2, "train_mode": 0.1, "bn_lag": 2.3, "generalisation": -0.2},
+    {"epoch": 2, "gap": 0.5, "train_mode": None, "bn_lag": 0.4, "generalisation": None},
+    {"epoch": 3, "gap": 0.3, "train_mode": -0.05, "bn_lag": 0.1, "generalisation": 0.25},
+]
+
+
+def test_gap_parts_stack_relative_with_the_gap_on_top() -> None:
+    fig = gap_chart.gap_figure(DECOMPOSITION)
+    found = traces(fig)
+    assert [t.name for t in fig.data] == [
+        "train-mode effect",
+        "BatchNorm lag",
+        "generalisation",
+        "gap",
+    ]
+    assert fig.layout.barmode == "relative"  # negative parts stack below zero
+    assert list(found["BatchNorm lag"].x) == [1, 3]  # epoch 2 lacks parts: skipped
+    assert list(found["generalisation"].y) == [-0.2, 0.25]
+    assert list(found["train-mode effect"].y) == [0.1, -0.05]
+    assert found["gap"].mode == "lines+markers" and list(found["gap"].y) == [2.2, 0.3]
+    assert "val_loss − loss" in found["gap"].hovertemplate
+    assert fig.layout.yaxis.title.text and fig.layout.xaxis.title.text == "epoch"
+
+
+def test_gap_rows_need_every_part() -> None:
+    assert [r["epoch"] for r in gap_chart.gap_rows(DECOMPOSITION)] == [1, 3]
+    assert gap_chart.gap_rows([{"epoch": 1, "gap": 0.4, "train_mode": None}]) == []
+
+
+def test_centred_loss_moves_only_the_loss_half_an_epoch_back() -> None:
+    fig = charts.loss_figure(EPOCHS, BATCHES, centre_loss=True)
+    found = traces(fig)
+    assert list(found["loss (at epoch − 0.5)"].x) == [0.5, 1.5, 2.5]
+    assert list(found["val_loss"].x) == [1, 2, 3]
+    assert list(found["batch loss"].x) == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
