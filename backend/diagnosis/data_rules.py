@@ -16,6 +16,11 @@ from backend.train_config import TrainConfig
 # A validation set whose accuracy has a standard error of 2 points or more
 # cannot tell a 2-point improvement from a reshuffle of luck.
 NOISY_SE = 0.02
+# A warning only when validation is very small (under about a hundred images
+# at mid accuracy): below that, noise hides real differences between runs and
+# epochs. Between the two, it is worth knowing, not a problem (info): a
+# healthy run on a modest dataset must not read as a warning.
+NOISY_SE_WARNING = 0.05
 # Differences under two standard errors are within noise (≈95% interval).
 NOISE_Z = 2.0
 # A suggested validation_split never holds out more than half the data.
@@ -77,7 +82,7 @@ def noisy_validation(
         patch["validation_split"] = share
     return Finding(
         code="noisy_validation",
-        severity="warning" if within else "info",
+        severity="warning" if within and error >= NOISY_SE_WARNING else "info",
         title="The validation set is too small for the differences seen",
         evidence=evidence,
         suggestion=patch,

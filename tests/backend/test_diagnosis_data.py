@@ -23,6 +23,24 @@ from backend.train_config import TrainConfig
 from tests.backend.histories import facts, history
 
 
+def test_a_modest_validation_set_is_information_not_a_warning() -> None:
+    # 300 images at 0.9: ±0.017 is under NOISY_SE, nothing to say; 200 images
+    # at 0.6: ±0.034, worth knowing (info), not a problem with the run.
+    small_changes = history(val_accuracy=[0.59, 0.6, 0.605])
+    assert (
+        noisy_validation(
+            history(val_accuracy=[0.89, 0.9, 0.905]),
+            TrainConfig(),
+            facts(counts=(500,) * 3, val_images=300),
+        )
+        is None
+    )
+    finding = noisy_validation(
+        small_changes, TrainConfig(), facts(counts=(300,) * 3, val_images=200)
+    )
+    assert finding is not None and finding.severity == "info"
+
+
 def test_standard_error_is_binomial_and_never_zero() -> None:
     assert accuracy_standard_error(0.5, 1000) == pytest.approx(0.0158, abs=1e-4)
     assert accuracy_standard_error(1.0, 15) > 0.05
