@@ -1,12 +1,19 @@
 """Where a run's files live: ``DATA_DIR/runs/<id>/`` with the final model,
-the history CSV and per-epoch checkpoints. One home for these names; the
-worker writes them, the API serves them."""
+the best epoch's model (lowest val_loss), the history CSV and per-epoch
+checkpoints. One home for these names; the worker writes them, the API
+serves them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 MODEL_FILE = "model.keras"
+# Updated at every epoch that lowers val_loss (weights only, with the epoch as
+# an attribute), then made a whole model once the run has trained.
+BEST_WEIGHTS_FILE = "best.weights.h5"
+BEST_MODEL_FILE = "best.keras"
+# Which weights a client asks for ("best" or "final") → the model file.
+MODEL_FILES = {"best": BEST_MODEL_FILE, "final": MODEL_FILE}
 HISTORY_FILE = "history.csv"
 CHECKPOINTS = "checkpoints"
 

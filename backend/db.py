@@ -105,6 +105,19 @@ class BatchMetrics(Base):
     values: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class Evaluation(Base):
+    """A finished run's evaluation on its validation split, per set of weights
+    (see backend.evaluations)."""
+
+    __tablename__ = "evaluations"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    weights: Mapped[str] = mapped_column(String(8), primary_key=True)  # "best" or "final"
+    epoch: Mapped[int] = mapped_column(Integer)  # 1-based: whose weights were evaluated
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})

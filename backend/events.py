@@ -5,12 +5,21 @@ Each run has one Redis Stream. Its entries are the run's events in order:
 Keras log value of a finished epoch, 1-based) and ``batch`` (the training loss
 at a fractional epoch). A stream gives replay and live tail in one, and its
 entry ids are the SSE ids that a reconnecting client sends back.
+
+SQL is the record, the stream a live view that Redis may lose (flushed,
+restarted without its data, trimmed at ``stream_maxlen``). Where the stream
+lacks epochs that SQL holds, the SSE endpoint sends them from SQL with the
+id ``0-<epoch>`` (``sql_event_id``): below every real stream id (whose first
+part is a Unix time in ms), so a client that resumes with such an id gets
+the later epochs from SQL and then the whole stream, whose epochs it
+already has being skipped.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Literal
 
 from redis import Redis
@@ -28,6 +37,17 @@ def stream_key(run_id: str) -> str:
 
 def cancel_key(run_id: str) -> str:
     return f"{_PREFIX}:run:{run_id}:cancel"
+
+
+def lease_key(run_id: str) -> str:
+    """Who trains the run now: a worker's token, with a TTL its holder renews
+    (worker/lease.py)."""
+    return f"{_PREFIX}:run:{run_id}:lease"
+
+
+def requeue_key(run_id: str) -> str:
+    """Taken (NX, short TTL) by the one sweeper that queues an orphaned run again."""
+    return f"{_PREFIX}:run:{run_id}:requeue"
 
 
 def worker_key(hostname: str) -> str:
@@ -61,7 +81,8 @@ def encode(event: dict[str, Any]) -> dict[Any, Any]:
     return {"type": event["type"], "data": json.dumps(event, allow_nan=False)}
 
 
-def decode(fields: dict[Any, Any]) -> dict[str, Any]:
+def decode(fields: dict[Any, Any] | None) -> dict[str, Any]:
+    fields = fields or {}
     raw = fields.get("data", fields.get(b"data"))
     if raw is None:
         raise ValueError("stream entry has no 'data' field")
@@ -75,3 +96,43 @@ def publish(redis: Redis, run_id: str, event: dict[str, Any], maxlen: int = 100_
     """XADD one event; returns its stream id."""
     entry_id = redis.xadd(stream_key(run_id), encode(event), maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+_SQL_ID = re.compile(r"^0-(\d{1,9})$")
+
+
+def sql_event_id(epoch: int) -> str:
+    """The SSE id of an epoch sent from SQL: ``0-<epoch>``, before any stream id."""
+    return f"0-{epoch}"
+
+
+def sql_epoch(event_id: str) -> int | None:
+    """The epochs a client holds when it resumes with ``0-<epoch>``; None for
+    a stream id. ``0-0`` (the start) holds none."""
+    match = _SQL_ID.match(event_id)
+    return int(match.group(1)) if match else None
+
+
+def opens_stream(event: dict[str, Any]) -> bool:
+    """True for the first event a run's stream gets: its first start, or its
+    end before it ever started. A stream that begins otherwise lost its head."""
+    if event.get("type") != "status":
+        return False
+    if event.get("status") == "running":
+        return "resumed_at_epoch" not in event
+    return event.get("status") in FINAL_STATUSES and not event.get("epochs_done")
+
+
+def epochs_done_at(event: dict[str, Any]) -> int | None:
+    """How many epochs were complete when the event was published, where it says."""
+    kind = event.get("type")
+    if kind == "epoch":
+        return int(event["epoch"])
+    if kind == "batch":
+        return max(0, math.ceil(float(event["epoch"])) - 1)
+    if kind == "status":
+        if "epochs_done" in event:
+            return int(event["epochs_done"])
+        if event.get("status") == "running":
+            return int(event.get("resumed_at_epoch") or 1) - 1
+    return None

@@ -14,7 +14,7 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from backend import events
@@ -78,12 +78,23 @@ def record_epoch(
     epoch: int,
     values: dict[str, Any],
     batches: list[tuple[int, float, dict[str, Any]]],
-) -> None:
+) -> bool:
     """Store one finished epoch and its batch points in one transaction.
 
-    Idempotent: a redelivered task that replays an epoch replaces its rows
-    instead of duplicating them.
+    Epochs only go forward: an epoch at or below the run's ``epochs_done`` is
+    refused (False). That is the fence against a stale trainer, one frozen
+    past its lease while another worker took the run on (worker/lease.py):
+    its late epoch never overwrites the newer ones. One conditional UPDATE
+    decides, so two writers of the same epoch cannot both pass.
     """
+    moved = session.execute(
+        update(Run).where(Run.id == run_id, Run.epochs_done < epoch).values(epochs_done=epoch)
+    )
+    if not getattr(moved, "rowcount", 0):
+        session.rollback()
+        log.warning("run %s: epoch %d is behind the record; not stored", run_id, epoch)
+        return False
+    # Rows of an interrupted attempt at this epoch (none in the usual case).
     session.execute(
         delete(EpochMetrics).where(EpochMetrics.run_id == run_id, EpochMetrics.epoch >= epoch)
     )
@@ -98,23 +109,44 @@ def record_epoch(
     session.add_all(
         BatchMetrics(run_id=run_id, step=step, epoch=at, values=vals) for step, at, vals in batches
     )
-    run = session.get(Run, run_id)
-    if run is not None:
-        run.epochs_done = epoch
-    session.commit()
-
-
-def requeue(session: Session, redis: Redis | None, run_id: str) -> None:
-    """Put an interrupted run back in the queue's state; it resumes after its
-    last recorded epoch when a worker takes it again."""
-    run = session.get(Run, run_id)
-    if run is None or run.status in events.FINAL_STATUSES:
-        return
-    run.status = "queued"
-    session.commit()
-    publish_quietly(
-        redis, run_id, events.status_event("queued", epochs_done=run.epochs_done, requeued=True)
+    # Its holder lost Redis long enough for a sweeper to requeue it, then took
+    # its lease back: it still trains the run.
+    session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "queued").values(status="running")
     )
+    session.commit()
+    return True
+
+
+def requeue(session: Session, redis: Redis | None, run_id: str, reason: str | None = None) -> bool:
+    """Put a running run back in the queue's state; it resumes after its last
+    recorded epoch when a worker takes it again. False when it was not
+    running (finished, or already queued by someone else): one UPDATE decides,
+    so two sweepers never both requeue it."""
+    changed = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "running").values(status="queued")
+    )
+    session.commit()
+    if not getattr(changed, "rowcount", 0):
+        return False
+    run = session.get(Run, run_id)
+    if run is None:
+        return False
+    session.refresh(run)
+    extra: dict[str, Any] = {"epochs_done": run.epochs_done, "requeued": True}
+    if reason:
+        extra["reason"] = reason
+    publish_quietly(redis, run_id, events.status_event("queued", **extra))
+    return True
+
+
+def unqueue(session: Session, run_id: str) -> None:
+    """Undo a ``requeue`` whose message could not be sent: running again, so
+    that the next lease sweep tries once more."""
+    session.execute(
+        update(Run).where(Run.id == run_id, Run.status == "queued").values(status="running")
+    )
+    session.commit()
 
 
 def discard_epochs(session: Session, run_id: str) -> None:
@@ -170,9 +202,12 @@ def cancel_requested(redis: Redis, run_id: str) -> bool:
         return False
 
 
-def epoch_rows(session: Session, run_id: str) -> list[dict[str, Any]]:
+def epoch_rows(session: Session, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+    """The run's recorded epochs after epoch ``after``, in order."""
     rows = session.scalars(
-        select(EpochMetrics).where(EpochMetrics.run_id == run_id).order_by(EpochMetrics.epoch)
+        select(EpochMetrics)
+        .where(EpochMetrics.run_id == run_id, EpochMetrics.epoch > after)
+        .order_by(EpochMetrics.epoch)
     )
     return [{"epoch": row.epoch, **row.values} for row in rows]
 

@@ -17,6 +17,9 @@ import streamlit as st
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 # Ingest validates every image of an upload before it answers.
 UPLOAD_TIMEOUT_S = 600.0
+# Longer than the API's own wait for a predict worker (CURVELAB_PREDICT_TIMEOUT_S),
+# so that its 504, which says what to do, is what the user reads.
+PREDICT_TIMEOUT_S = 120.0
 
 
 class ApiError(Exception):
@@ -158,10 +161,59 @@ class ApiClient:
         """Findings (most severe first) and the per-epoch gap decomposition."""
         return dict(self.request("GET", f"/api/runs/{_id(run_id)}/diagnosis"))
 
-    def run_model(self, run_id: str) -> bytes:
-        """The trained .keras file's bytes."""
+    def run_model(self, run_id: str, weights: str | None = None) -> bytes:
+        """A trained .keras file's bytes: ``weights`` "best" or "final"; by
+        default the one the run's evaluation uses."""
+        params = {"weights": weights} if weights else None
+        return self._bytes(f"/api/runs/{_id(run_id)}/model", params, UPLOAD_TIMEOUT_S)
+
+    # what the model learned
+    def run_evaluation(self, run_id: str, weights: str | None = None) -> dict[str, Any]:
+        """Per-class scores, confusion matrix and mistakes of the best or final weights."""
+        params = {"weights": weights} if weights else None
+        return dict(self.request("GET", f"/api/runs/{_id(run_id)}/evaluation", params=params))
+
+    def mistake_image(
+        self, run_id: str, n: int, weights: str | None = None, size: int = 128
+    ) -> bytes:
+        """The n-th most confident mistake's image, a PNG thumbnail."""
+        params: dict[str, Any] = {"size": size}
+        if weights:
+            params["weights"] = weights
+        path = f"/api/runs/{_id(run_id)}/evaluation/mistakes/{int(n)}/image"
+        return self._bytes(path, params)
+
+    def predict(
+        self,
+        run_id: str,
+        filename: str,
+        content: bytes | BinaryIO,
+        *,
+        top_k: int = 5,
+        weights: str | None = None,
+    ) -> dict[str, Any]:
+        """The run's top-k classes for one image; a predict worker answers."""
+        params: dict[str, Any] = {"top_k": top_k}
+        if weights:
+            params["weights"] = weights
+        return dict(
+            self.request(
+                "POST",
+                f"/api/runs/{_id(run_id)}/predict",
+                files={"file": (filename, content)},
+                params=params,
+                timeout=PREDICT_TIMEOUT_S,
+            )
+        )
+
+    def _bytes(
+        self, path: str, params: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> bytes:
+        """A binary answer (a model, an image) as it came."""
         try:
-            response = self._http.get(f"/api/runs/{_id(run_id)}/model", timeout=UPLOAD_TIMEOUT_S)
+            response = self._http.get(
+                path, params=params, timeout=timeout if timeout else httpx.USE_CLIENT_DEFAULT
+            )
         except httpx.TransportError as exc:
             raise ApiUnreachable(self.base_url, str(exc) or exc.__class__.__name__) from exc
         if response.status_code >= 400:

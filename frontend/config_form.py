@@ -78,6 +78,10 @@ GROUPS: dict[str, tuple[FormField, ...]] = {
           "without a better val_loss; 0 = off.", "optional_int", None, 0, 1000),
         F("batch_metrics_every", "Batch loss every … steps", "How often the batch loss is "
           "streamed, in steps.", "int", 10, 1, 100_000),
+        F("mixed_precision", "Mixed precision", "float16 compute, float32 weights: faster "
+          "on GPUs with tensor cores, slower on CPUs.", "bool", False),
+        F("jit_compile", "XLA compile", "Compile the training step with XLA: often faster "
+          "on a GPU, after a slower first epoch.", "bool", False),
         F("gap_probes", "Measure the gap", "Each epoch, also measure what val_loss − loss "
           "is made of (train-mode effect, BatchNorm lag).", "bool", True),
     ),

@@ -1,5 +1,7 @@
 """The worker's Celery app: the shared configuration from ``backend.queue``,
-this package's tasks, and a heartbeat the API counts as a live worker.
+this package's tasks, a heartbeat the API counts as a live worker, and the
+lease sweeper that queues again the runs of a worker that died
+(``worker/sweeper.py``).
 
 Run with the solo pool, one task at a time, so TensorFlow is never forked
 after it is imported (tensorflow#57877)::
@@ -23,14 +25,26 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from backend import events
+from backend.db import Database
 from backend.queue import make_celery
 from backend.settings import Settings, get_settings
+from worker.lease import LeaseTiming
+from worker.sweeper import LeaseSweeper
 
 log = logging.getLogger(__name__)
 
 app = make_celery(get_settings())
 # Imported when the worker starts, not here: sending a task never loads Keras.
 app.conf.include = ["worker.tasks"]
+app.conf.update(
+    # A restarted Redis is waited for, however long it takes, not given up
+    # on after 100 tries (the worker would exit). With the solo pool a lost
+    # connection is noticed once the running task ends; the task itself goes
+    # on (its side channel keeps the events until Redis answers).
+    broker_connection_retry=True,
+    broker_connection_max_retries=None,
+    worker_cancel_long_running_tasks_on_connection_loss=False,
+)
 
 
 class Heartbeat:
@@ -69,18 +83,36 @@ class Heartbeat:
 
 
 _heartbeat: Heartbeat | None = None
+_sweeper: LeaseSweeper | None = None
 
 
 @worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
-    global _heartbeat
+    global _heartbeat, _sweeper
+    settings = get_settings()
     hostname = getattr(sender, "hostname", None) or app.conf.get("worker_hostname") or "worker"
-    _heartbeat = Heartbeat(get_settings(), str(hostname))
+    _heartbeat = Heartbeat(settings, str(hostname))
     _heartbeat.start()
     log.info("worker heartbeat on %s every %.1fs", _heartbeat.key, _heartbeat.interval)
+    settings.ensure_dirs()
+    timing = LeaseTiming.from_settings(settings)
+    _sweeper = LeaseSweeper(
+        Database(settings.sqlalchemy_url),
+        Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5),
+        app,
+        timing,
+    )
+    _sweeper.start()
+    log.info(
+        "lease sweep every %.1fs: a run whose lease is missing for %.1fs is queued again",
+        timing.sweep_s,
+        timing.grace_s,
+    )
 
 
 @worker_shutdown.connect
 def _stop_heartbeat(**_: Any) -> None:
+    if _sweeper is not None:
+        _sweeper.stop()
     if _heartbeat is not None:
         _heartbeat.stop()

@@ -2,27 +2,35 @@
 
 The task re-reads everything from SQL (``run_training`` does), returns
 instead of raising, and so is acknowledged once it ends: a run that fails is
-recorded as failed, never redelivered in a loop.
+recorded as failed, never redelivered in a loop. It trains only while it
+holds the run's lease (``worker/lease.py``): a second delivery of a run that
+another live worker trains returns at once, touching nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from functools import lru_cache
 from typing import Any
 
 from celery.signals import worker_shutting_down
 from redis import Redis
+from redis.exceptions import RedisError
 
 from backend import runs
-from backend.db import Database
+from backend.db import Database, Run
 from backend.queue import TRAIN_TASK, enqueue_training
 from backend.settings import Settings, get_settings
 from worker.celery_app import app
+from worker.lease import LeaseTiming, RunLease
 from worker.training.runner import run_training
 
 log = logging.getLogger(__name__)
+
+# How long a task waits for an unreachable Redis (restarting?) to take a lease.
+LEASE_WAIT_S = 30.0
 
 
 @lru_cache
@@ -49,10 +57,15 @@ def _on_shutting_down(**_: Any) -> None:
 
 @app.task(name=TRAIN_TASK)
 def train(run_id: str) -> str:
-    """Train one run; returns its final status."""
+    """Train one run; returns its final status ("leased": another worker has it)."""
     try:
         settings, db, redis = _resources()
-        status = run_training(run_id, settings, db, redis, pause=shutting_down)
+        lease = RunLease(redis, run_id, LeaseTiming.from_settings(settings))
+        if not _acquire(lease, db):
+            return "leased"
+        with lease.kept():
+            status = run_training(run_id, settings, db, redis, pause=shutting_down, lost=lease.lost)
+        # Released first: the worker that takes the new message must find it free.
         if status == "interrupted":
             with db.session() as session:
                 runs.requeue(session, redis, run_id)
@@ -64,3 +77,30 @@ def train(run_id: str) -> str:
         # comes before (a malformed id, SQL unreachable). Acked, not retried.
         log.exception("train(%r) could not run", run_id)
         return "error"
+
+
+def _acquire(lease: RunLease, db: Database) -> bool:
+    """Take the run's lease; False when a live worker holds it. A Redis that
+    does not answer for LEASE_WAIT_S fails a queued run with a message (a
+    running one is left to the lease sweep once Redis is back)."""
+    deadline = time.monotonic() + LEASE_WAIT_S
+    while True:
+        try:
+            if lease.acquire():
+                return True
+            log.info(
+                "run %s: leased by %s; this delivery leaves it alone",
+                lease.run_id,
+                lease.holder(),
+            )
+            return False
+        except RedisError as exc:
+            if time.monotonic() >= deadline:
+                message = f"Redis did not answer for {LEASE_WAIT_S:g}s: {exc}"
+                log.error("run %s: %s", lease.run_id, message)
+                with db.session() as session:
+                    run = session.get(Run, lease.run_id)
+                    if run is not None and run.status == "queued":
+                        runs.finish(session, None, lease.run_id, "failed", error=message)
+                return False
+            time.sleep(1.0)

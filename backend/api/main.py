@@ -13,15 +13,28 @@ import redis.asyncio as aioredis
 from fastapi import Depends, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from redis import Redis
 
 from backend.api.body_limit import BodySizeLimit
-from backend.api.deps import Resources, verify_token
-from backend.api.routes import datasets, diagnosis, events, health, presets, runs
+from backend.api.deps import Resources, verify_path_ids, verify_token
+from backend.api.routes import (
+    datasets,
+    diagnosis,
+    evaluation,
+    events,
+    health,
+    predict,
+    presets,
+    runs,
+)
+from backend.api.token_gate import TokenGate
 from backend.db import Database
 from backend.queue import make_celery
 from backend.settings import Settings, get_settings
+
+MAX_ERRORS = 20  # listed in a 422; the rest are counted
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,15 +65,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
+    # Middleware added last runs first: CORS answers preflights, then the
+    # token is checked, then the body is counted as it streams in.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    if settings.api_token:
+        app.add_middleware(TokenGate, token=settings.api_token)
+    if settings.cors_origins:
+        # Only when configured: by default no browser page of another site may
+        # read the API's answers. Bearer tokens, not cookies: no credentials.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+        )
     app.add_exception_handler(RequestValidationError, _validation_error)
 
-    protected = [Depends(verify_token)]
+    # The token first: a stranger learns nothing, not even which ids exist.
+    protected = [Depends(verify_token), Depends(verify_path_ids)]
     app.include_router(health.router, prefix="/api")
     app.include_router(presets.router, prefix="/api", dependencies=protected)
     app.include_router(datasets.router, prefix="/api", dependencies=protected)
     app.include_router(runs.router, prefix="/api", dependencies=protected)
     app.include_router(diagnosis.router, prefix="/api", dependencies=protected)
+    app.include_router(evaluation.router, prefix="/api", dependencies=protected)
+    app.include_router(predict.router, prefix="/api", dependencies=protected)
     app.include_router(events.router, prefix="/api", dependencies=protected)
     return app
 
@@ -69,16 +98,35 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     """422 with one readable ``detail`` string naming each field, plus the
     structured errors for clients that place messages next to fields."""
     assert isinstance(exc, RequestValidationError)
+    # A hostile body can fail thousands of ways (a huge list) and name fields
+    # with any text: the answer stays short, and never echoes the ``input``.
+    errors = [
+        {
+            "type": error["type"],
+            "loc": [_printable(p) if isinstance(p, str) else p for p in error["loc"]],
+            "msg": _printable(str(error["msg"]), 300),
+            **({"ctx": error["ctx"]} if "ctx" in error else {}),
+        }
+        for error in exc.errors()[:MAX_ERRORS]
+    ]
     parts = []
-    for error in exc.errors():
+    for error in errors:
         if error["type"] == "json_invalid":
             reason = error.get("ctx", {}).get("error", "")
             parts.append(f"the request body is not valid JSON: {reason}".rstrip(": "))
             continue
         where = ".".join(str(p) for p in error["loc"] if p != "body")
-        message = str(error["msg"]).removeprefix("Value error, ")
+        message = error["msg"].removeprefix("Value error, ")
         parts.append(f"{where}: {message}" if where else message)
+    more = len(exc.errors()) - len(errors)
+    if more > 0:
+        parts.append(f"and {more} more")
     return JSONResponse(
-        status_code=422,
-        content={"detail": "; ".join(parts), "errors": jsonable_encoder(exc.errors())},
+        status_code=422, content={"detail": "; ".join(parts), "errors": jsonable_encoder(errors)}
     )
+
+
+def _printable(text: str, limit: int = 80) -> str:
+    """Text that encodes as UTF-8 (lone surrogates escaped), shortened in the middle."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else f"{text[: limit - 20]}…{text[-15:]}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from backend.cli import parts
+from backend.cli.predictor import predict_worker_argv
 from backend.settings import Settings
 
 EPILOG = """\
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run one training worker in the foreground")
     _data_options(worker)
+
+    predictor = commands.add_parser(
+        "predict-worker",
+        help="run one predict worker in the foreground (answers POST /api/runs/{id}/predict)",
+    )
+    _data_options(predictor)
 
     ui = commands.add_parser("ui", help="run the UI in the foreground (streamlit)")
     _host_option(ui)
@@ -166,6 +173,9 @@ def _foreground(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "api":
             argv = parts.api_argv(args.host, args.api_port)
             api_url = parts.http_url(args.host, args.api_port)
+        elif args.command == "predict-worker":
+            argv = predict_worker_argv()
+            api_url = settings.api_url
         else:
             argv = parts.worker_argv()
             api_url = settings.api_url

@@ -41,6 +41,12 @@ def child_env(*, data_dir: Path, redis_url: str, api_url: str) -> dict[str, str]
     return env
 
 
+# Uvicorn waits for open responses before it exits, and an SSE stream never
+# ends by itself: past this, on SIGTERM, they are cut (their clients reconnect
+# with Last-Event-ID) instead of the restart hanging until a SIGKILL.
+API_GRACEFUL_S = 3
+
+
 def api_argv(host: str, port: int) -> list[str]:
     return [
         sys.executable,
@@ -48,6 +54,8 @@ def api_argv(host: str, port: int) -> list[str]:
         "uvicorn",
         "--factory",
         "backend.api.main:create_app",
+        "--timeout-graceful-shutdown",
+        str(API_GRACEFUL_S),
         "--host",
         host,
         "--port",

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from backend.cli import parts
+from backend.cli.predictor import predict_worker_argv
 from backend.cli.redis_server import RedisHandle, RedisUnavailable, find_or_start
 from backend.cli.supervisor import ChildSpec, Supervisor, say
 
@@ -97,6 +98,7 @@ def run_up(opts: UpOptions) -> int:
         api_url = parts.http_url(opts.host, opts.api_port)
         env = parts.child_env(data_dir=opts.data_dir, redis_url=redis.url, api_url=api_url)
         supervisor.start(ChildSpec("worker", parts.worker_argv(), env, logs / "worker.log"))
+        supervisor.start(ChildSpec("predictor", predict_worker_argv(), env, logs / "predictor.log"))
         supervisor.start(
             ChildSpec("api", parts.api_argv(opts.host, opts.api_port), env, logs / "api.log")
         )
@@ -193,7 +195,7 @@ def _announce(opts: UpOptions, api_url: str, redis: RedisHandle, logs: Path) -> 
     lines += [
         f"  Redis  {masked(redis.url)}" + ("  (started here)" if redis.own else ""),
         f"  data   {opts.data_dir}",
-        f"  logs   {logs}/{{api,worker{'' if opts.no_ui else ',ui'}"
+        f"  logs   {logs}/{{api,worker,predictor{'' if opts.no_ui else ',ui'}"
         f"{',redis' if redis.own else ''}}}.log",
         "Press Ctrl-C to stop everything.",
     ]

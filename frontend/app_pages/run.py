@@ -1,6 +1,6 @@
 """Run page, deep-linked as ``/run?id=<run_id>``: the configuration in a narrow
 column beside the live curves, progress, the diagnosis, and what can be done
-with the run.
+with the run; once it has trained, what the model learned (evaluation_panel).
 
 The part that changes while a run trains (status, progress, curves, diagnosis)
 is one fragment that re-reads the API every ``POLL_S`` seconds while the run is
@@ -18,6 +18,7 @@ import streamlit as st
 
 from frontend import charts
 from frontend.api_client import ApiClient, ApiError, get_client
+from frontend.evaluation_panel import evaluation_section
 from frontend.run_data import POLL_S, dataset_names
 from frontend.run_panels import config_table, diagnosis_section, facts_table, status_panel
 from frontend.run_view import (
@@ -210,6 +211,8 @@ def main() -> None:
     with curves_column:
         actions(client, run)
         live(client, run_id, run["status"])
+    # Full width, under both columns: a confusion matrix of many classes needs it.
+    evaluation_section(client, run)
 
 
 main()

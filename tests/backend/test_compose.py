@@ -32,10 +32,10 @@ def interpolate(value: str) -> str:
     return re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value)
 
 
-def test_the_five_services_and_a_shared_data_volume() -> None:
-    assert set(SERVICES) == {"redis", "postgres", "backend", "worker", "frontend"}
+def test_the_six_services_and_a_shared_data_volume() -> None:
+    assert set(SERVICES) == {"redis", "postgres", "backend", "worker", "predictor", "frontend"}
     assert "data" in COMPOSE["volumes"]
-    for name in ("backend", "worker"):
+    for name in ("backend", "worker", "predictor"):
         assert "data:/data" in SERVICES[name]["volumes"], name
         assert environment(SERVICES[name])["CURVELAB_DATA_DIR"] == "/data"
 
@@ -73,7 +73,7 @@ def test_every_curvelab_variable_is_a_setting() -> None:
     assert not unknown, f"not fields of Settings: {sorted(unknown)}"
 
 
-@pytest.mark.parametrize("name", ["backend", "worker", "frontend"])
+@pytest.mark.parametrize("name", ["backend", "worker", "predictor", "frontend"])
 def test_each_service_environment_makes_valid_settings(
     name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -98,8 +98,19 @@ def test_worker_reserves_a_gpu_and_restarts() -> None:
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert environment(worker)["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"
-    for name in ("backend", "worker", "frontend"):
+    for name in ("backend", "worker", "predictor", "frontend"):
         assert SERVICES[name]["restart"] == "unless-stopped", name
+
+
+def test_the_predictor_runs_the_cli_predict_worker_on_the_worker_image() -> None:
+    from backend.cli.main import build_parser
+
+    predictor = SERVICES["predictor"]
+    assert predictor["build"] == SERVICES["worker"]["build"]
+    command = predictor["command"]
+    assert command[0] == "curvelab"
+    assert build_parser().parse_args(command[1:]).command == "predict-worker"
+    assert "deploy" not in predictor  # no GPU reserved: training keeps it
 
 
 @pytest.mark.parametrize("name", ["backend", "worker", "frontend"])

@@ -24,6 +24,8 @@ from backend.db import Database, Run
 from backend.settings import Settings
 from backend.train_config import TrainConfig
 from worker.training import artifacts
+from worker.training.best import BestWeights
+from worker.training.evaluation import evaluate_run
 from worker.training.model import compile_model, make_model
 from worker.training.pipeline import build_pipelines
 from worker.training.probes import build_gap_probes
@@ -44,13 +46,16 @@ def run_training(
     db: Database,
     redis: Redis | None,
     pause: threading.Event | None = None,
+    lost: threading.Event | None = None,
 ) -> str:
     """Train the run and return its final status ("missing" if there is no
     such run). Failures are recorded on the run, not raised.
 
     ``pause`` set (the worker is shutting down) stops training at the next
     batch and returns "interrupted": the run stays resumable from its last
-    checkpointed epoch, and the caller queues it again."""
+    checkpointed epoch, and the caller queues it again. ``lost`` set (another
+    worker took the run's lease) stops it too and returns "lost", leaving the
+    run to the other worker."""
     artifacts.run_dir(settings, run_id)  # refuses a malformed id before any I/O
     with db.session() as session:
         run = runs.mark_running(session, redis, run_id)
@@ -60,7 +65,10 @@ def run_training(
         stored_config, dataset_id, epochs_done = run.config, run.dataset_id, run.epochs_done
     try:
         config = TrainConfig.model_validate(stored_config)
-        outcome = _train(run_id, config, dataset_id, epochs_done, settings, db, redis, pause)
+        stop = _Either(*(event for event in (pause, lost) if event is not None))
+        outcome = _train(run_id, config, dataset_id, epochs_done, settings, db, redis, stop)
+        if lost is not None and lost.is_set():
+            return "lost"
         if outcome == "interrupted":
             return outcome
         if outcome == "succeeded":
@@ -70,6 +78,8 @@ def run_training(
             artifacts.write_history(folder / names.HISTORY_FILE, rows)
     except Exception as exc:
         log.exception("run %s failed", run_id)
+        if lost is not None and lost.is_set():
+            return "lost"  # the run is another worker's now
         with db.session() as session:
             runs.finish(session, redis, run_id, "failed", error=describe_error(exc))
         return "failed"
@@ -134,7 +144,12 @@ def _train(
             batch_metrics_every=config.batch_metrics_every,
             probes=probes,
         )
-        callbacks: list[keras.callbacks.Callback] = [recorder]
+        best = BestWeights(
+            artifacts.run_dir(settings, run_id) / names.BEST_WEIGHTS_FILE,
+            steps_per_epoch=data.train_steps,
+            initial_epoch=initial_epoch,
+        )
+        callbacks: list[keras.callbacks.Callback] = [recorder, best]
         if config.early_stopping_patience is not None:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -155,6 +170,8 @@ def _train(
     if recorder.paused:
         return "interrupted"
     artifacts.save_model(model, artifacts.run_dir(settings, run_id) / names.MODEL_FILE)
+    # Before the run is marked succeeded: a client that sees it final finds its evaluation.
+    evaluate_run(run_id, model, data.val, manifest.images, val_idx.tolist(), settings, db)
     return "succeeded"
 
 
@@ -176,6 +193,17 @@ def _model(
         )
     model = compile_model(make_model(config, num_classes), config)
     return model, 0
+
+
+class _Either(threading.Event):
+    """Set while any of its events is: the recorder reads only ``is_set``."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        super().__init__()
+        self._events = events
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self._events)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -1,15 +1,16 @@
-"""Runs: create (queue for a worker), list, read, cancel, metrics, model."""
+"""Runs: create (queue for a worker), list, read, cancel, metrics."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, HTTPException, status
-from fastapi.responses import FileResponse
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from backend import artifacts, runs
-from backend.api.deps import ResourcesDep, SessionDep
+from backend import runs
+from backend.api.deps import ResourcesDep, SessionDep, is_server_id
 from backend.api.schemas import Metrics, RunCreate, RunPublic
 from backend.db import Dataset, Run
 from backend.queue import enqueue_training
@@ -17,6 +18,7 @@ from backend.queue import enqueue_training
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 NOT_FOUND = "run not found"
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def get_run(session: SessionDep, run_id: str) -> Run:
@@ -29,7 +31,7 @@ def get_run(session: SessionDep, run_id: str) -> Run:
 @router.post("", response_model=RunPublic, status_code=status.HTTP_201_CREATED)
 def create_run(body: RunCreate, session: SessionDep, resources: ResourcesDep) -> Run:
     """Queue a training run of a dataset with a TrainConfig."""
-    dataset = session.get(Dataset, body.dataset_id)
+    dataset = session.get(Dataset, body.dataset_id) if is_server_id(body.dataset_id) else None
     if dataset is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {body.dataset_id} not found")
     run = runs.create_run(session, dataset, body.config, body.name)
@@ -45,9 +47,11 @@ def create_run(body: RunCreate, session: SessionDep, resources: ResourcesDep) ->
 
 @router.get("", response_model=list[RunPublic])
 def list_runs(
-    session: SessionDep, dataset_id: str | None = None, status: str | None = None
+    session: SessionDep, dataset_id: str | None = None, status: RunStatus | None = None
 ) -> list[Run]:
     """All runs, newest first; filter by dataset or status."""
+    if dataset_id and not is_server_id(dataset_id):
+        return []  # no dataset has such an id; never sent to SQL
     query = select(Run).order_by(Run.created_at.desc())
     if dataset_id:
         query = query.where(Run.dataset_id == dataset_id)
@@ -80,22 +84,4 @@ def run_metrics(run_id: str, session: SessionDep) -> Metrics:
     get_run(session, run_id)
     return Metrics(
         epochs=runs.epoch_rows(session, run_id), batches=runs.batch_rows(session, run_id)
-    )
-
-
-@router.get(
-    "/{run_id}/model",
-    response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
-)
-def download_model(run_id: str, session: SessionDep, resources: ResourcesDep) -> FileResponse:
-    """The trained model as a .keras file, once the run has one."""
-    run = get_run(session, run_id)
-    path = artifacts.run_dir(resources.settings.runs_dir, run.id) / artifacts.MODEL_FILE
-    if not path.is_file():
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"run has no model yet (status: {run.status})"
-        )
-    return FileResponse(
-        path, media_type="application/octet-stream", filename=f"curvelab-{run.id}.keras"
     )
