@@ -20,7 +20,7 @@ CHECKPOINTS = "checkpoints"
 
 def run_dir(runs_root: Path, run_id: str) -> Path:
     # Run ids are server-made hex strings; refuse anything else before touching disk.
-    if not run_id.isalnum():
+    if not (run_id.isascii() and run_id.isalnum()):
         raise ValueError(f"not a run id: {run_id!r}")
     return runs_root / run_id
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from backend.train_config import TrainConfig
+
+
+def _no_control_characters(value: str) -> str:
+    # A name is one line of text; a NUL would also make PostgreSQL refuse it,
+    # and a lone surrogate (JSON allows "\ud800") cannot be stored at all.
+    if any(unicodedata.category(char) in {"Cc", "Cs"} for char in value):
+        raise ValueError("must be printable text, without control characters")
+    return value
+
+
+PlainText = Annotated[str, AfterValidator(_no_control_characters)]
+"""A user-chosen name: any printable text."""
 
 
 class Health(BaseModel):
@@ -58,7 +71,7 @@ class RunCreate(BaseModel):
 
     dataset_id: str = Field(max_length=64)
     config: TrainConfig = Field(default_factory=TrainConfig)
-    name: str | None = Field(default=None, max_length=200)
+    name: PlainText | None = Field(default=None, max_length=200)
 
 
 class RunPublic(BaseModel):

@@ -18,6 +18,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,6 +37,8 @@ DIRECTORY_BYTES_PER_ENTRY = 1024
 # KiB can yield gigabytes before any counter sees it; deflate is bounded.
 SAFE_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
 METHOD_NAMES = {zipfile.ZIP_BZIP2: "bzip2", zipfile.ZIP_LZMA: "LZMA"}
+
+LOCAL_HEADER_SIZE = 30  # the fixed part of a local file header
 
 _SEPARATORS = re.compile(r"[/\\]")  # Windows tools sometimes write backslashes
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -126,7 +129,9 @@ def declared_directory(zip_path: Path) -> tuple[int, int] | None:
 
 
 def checked_entries(archive: zipfile.ZipFile) -> list[Entry]:
-    """Every file entry, after refusing the whole archive if any name or type is unsafe."""
+    """Every file entry, after refusing the whole archive if any name or type is unsafe,
+    or if entries share bytes."""
+    _no_overlaps(archive.infolist())
     entries = []
     for info in archive.infolist():
         parts = _safe_parts(info)
@@ -136,6 +141,21 @@ def checked_entries(archive: zipfile.ZipFile) -> list[Entry]:
             continue
         entries.append(Entry(info, parts))
     return entries
+
+
+def _no_overlaps(infos: list[zipfile.ZipInfo]) -> None:
+    # Entries that point into each other's bytes make an archive expand many
+    # times its size with no high ratio anywhere (the "non-recursive" bomb);
+    # no tool writes them. Each entry's local record is at least its fixed
+    # header plus its compressed bytes.
+    spans = sorted(infos, key=lambda info: info.header_offset)
+    for before, after in pairwise(spans):
+        if after.header_offset < before.header_offset + LOCAL_HEADER_SIZE + before.compress_size:
+            raise IngestError(
+                f"entries {show(before.filename)} and {show(after.filename)} overlap in the "
+                "archive, which only a ZIP built to expand far beyond its size does; "
+                "zip the class folders again"
+            )
 
 
 def _safe_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:

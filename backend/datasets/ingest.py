@@ -92,7 +92,7 @@ def _ingest_into(staging: Path, zip_path: Path, settings: Settings) -> IngestSum
             f"{MAX_UNREADABLE_SHARE:.0%}): {listed}; check that the archive is complete"
         )
     layout.Manifest(classes=plan.classes, images=writer.images).write(staging)
-    return summarize(plan.classes, writer.images, writer.unreadable, plan.non_images)
+    return summarize(plan.classes, writer.images, writer.unreadable, plan.non_images, plan.repeated)
 
 
 @dataclass

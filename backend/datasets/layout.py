@@ -45,7 +45,7 @@ class Manifest:
 
 def dataset_dir(datasets_root: Path, dataset_id: str) -> Path:
     # ids are server-made hex strings; refuse anything else before touching disk.
-    if not dataset_id.isalnum():
+    if not (dataset_id.isascii() and dataset_id.isalnum()):
         raise ValueError(f"not a dataset id: {dataset_id!r}")
     return datasets_root / dataset_id
 

@@ -26,6 +26,8 @@ ARCHIVE_SUFFIXES = {".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar",
 CLUTTER = {".ds_store", "thumbs.db", "ehthumbs.db", "desktop.ini"}
 MAX_CLASS_NAME = 200
 MIN_CLASSES = 2
+# Folder names that hold a split of a dataset rather than a class.
+SPLIT_NAMES = {"train", "training", "test", "testing", "val", "valid", "validation", "dev"}
 
 
 @dataclass
@@ -33,14 +35,20 @@ class Plan:
     classes: list[str]  # sorted; label = index
     members: list[list[Entry]]  # per label, in name order
     non_images: list[str] = field(default_factory=list)  # entry names skipped
+    repeated: list[str] = field(default_factory=list)  # names an earlier entry also has
 
 
 def plan_dataset(entries: Iterable[Entry]) -> Plan:
     images: list[Entry] = []
     others: list[Entry] = []
+    seen: set[str] = set()
+    repeated: list[str] = []
     for entry in entries:
         if _is_clutter(entry.parts):
             continue
+        if entry.name in seen:
+            repeated.append(entry.name)
+        seen.add(entry.name)
         (images if _suffix(entry) in IMAGE_SUFFIXES else others).append(entry)
     if not images:
         raise _no_images(others)
@@ -64,6 +72,10 @@ def plan_dataset(entries: Iterable[Entry]) -> Plan:
         by_class.setdefault(name, []).append(entry)
 
     classes = sorted(by_class)
+    if all(name.casefold() in SPLIT_NAMES for name in classes) and any(
+        len(entry.parts) - depth >= 3 for entry in images
+    ):
+        raise _splits_not_classes(classes)
     if len(classes) < MIN_CLASSES:
         found = ", ".join(show(name) for name in classes)
         raise IngestError(
@@ -71,7 +83,16 @@ def plan_dataset(entries: Iterable[Entry]) -> Plan:
             "put each class's images in a folder of its own"
         )
     members = [sorted(by_class[name], key=lambda entry: entry.name) for name in classes]
-    return Plan(classes, members, [entry.name for entry in others])
+    return Plan(classes, members, [entry.name for entry in others], repeated)
+
+
+def _splits_not_classes(folders: list[str]) -> IngestError:
+    listed = ", ".join(show(name) for name in folders)
+    return IngestError(
+        f"the folders {listed} hold a train/validation split, not classes; curvelab holds "
+        "out validation itself (validation_split): upload one folder per class, such as "
+        f"the class folders inside {show(folders[-1])}"
+    )
 
 
 def _is_clutter(parts: tuple[str, ...]) -> bool:

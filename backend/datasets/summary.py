@@ -7,6 +7,7 @@ matters for the curves; none of them refuses the upload.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -30,8 +31,10 @@ def summarize(
     images: list[ImageEntry],
     unreadable: list[tuple[str, str]],
     non_images: list[str],
+    repeated: Sequence[str] = (),
 ) -> IngestSummary:
-    """``unreadable`` holds (entry name, reason); ``non_images`` entry names."""
+    """``unreadable`` holds (entry name, reason); ``non_images`` and ``repeated``
+    (entries named like an earlier one) entry names."""
     counts = Counter(image.label for image in images)
     shapes = Counter((image.height, image.width, image.mode) for image in images)
     warnings: list[str] = []
@@ -42,9 +45,20 @@ def summarize(
         listed = few([show(name) for name in non_images])
         what = "is not an image" if len(non_images) == 1 else "are not images"
         warnings.append(f"skipped {plural(len(non_images), 'file')} that {what}: {listed}")
+    if repeated:
+        listed = few([show(name) for name in repeated])
+        has = (
+            "has the name of an earlier one" if len(repeated) == 1 else "have names of earlier ones"
+        )
+        warnings.append(
+            f"{plural(len(repeated), 'entry', 'entries')} {has}: {listed}; the archive was "
+            "probably added to twice, and each copy counts on its own"
+        )
     sized = [counts[label] for label in range(len(classes))]
     warnings += _balance(classes, sized)
+    warnings += _lookalikes(classes)
     warnings += _mixtures(shapes)
+    warnings += _copies(classes, images)
     warnings += _shared(classes, images)
     return IngestSummary(
         num_images=len(images),
@@ -81,6 +95,21 @@ def _balance(classes: list[str], sizes: list[int]) -> list[str]:
     return warnings
 
 
+def _lookalikes(classes: list[str]) -> list[str]:
+    groups: dict[str, list[str]] = {}
+    for name in classes:
+        groups.setdefault(name.casefold(), []).append(name)
+    clashes = [
+        " and ".join(show(name) for name in group) for group in groups.values() if len(group) > 1
+    ]
+    if not clashes:
+        return []
+    return [
+        f"class folders differ only in case: {few(clashes)}; they are separate classes here, "
+        "though macOS and Windows would see one folder"
+    ]
+
+
 def _mixtures(shapes: Counter[tuple[int, int, str]]) -> list[str]:
     warnings = []
     sizes: Counter[tuple[int, int]] = Counter()
@@ -101,6 +130,22 @@ def _mixtures(shapes: Counter[tuple[int, int, str]]) -> list[str]:
             "configured color_mode"
         )
     return warnings
+
+
+def _copies(classes: list[str], images: list[ImageEntry]) -> list[str]:
+    same: Counter[tuple[str, int]] = Counter((image.sha1, image.label) for image in images)
+    extra: Counter[int] = Counter()
+    for (_sha1, label), count in same.items():
+        extra[label] += count - 1
+    total = sum(extra.values())
+    if not total:
+        return []
+    listed = few([f"{show(classes[label])} ({n})" for label, n in extra.most_common() if n])
+    verb = "is an exact copy" if total == 1 else "are exact copies"
+    return [
+        f"{plural(total, 'image')} {verb} of another in the same class: {listed}; a copy "
+        "can land in validation while its twin trains, which makes val_loss look better"
+    ]
 
 
 def _shared(classes: list[str], images: list[ImageEntry]) -> list[str]:

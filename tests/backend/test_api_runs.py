@@ -148,3 +148,11 @@ def test_model_download_before_training_is_a_404(api: TestClient, make_dataset_r
     reply = api.get(f"/api/runs/{run_id}/model")
     assert reply.status_code == 404
     assert reply.json()["detail"] == "run has no model yet (status: queued)"
+
+
+def test_the_schema_documents_the_422_the_api_sends(api: TestClient) -> None:
+    schema = api.get("/openapi.json").json()["components"]["schemas"]["HTTPValidationError"]
+    reply = api.post("/api/runs", json={"dataset_id": "a", "config": {"batch_size": 0}}).json()
+    assert schema["properties"]["detail"]["type"] == "string"
+    assert isinstance(reply["detail"], str) and isinstance(reply["errors"], list)
+    assert set(schema["required"]) <= set(reply)

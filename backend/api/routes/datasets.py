@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import unicodedata
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
 from sqlalchemy import func, select
 
 from backend.api.deps import ResourcesDep, SessionDep
-from backend.api.schemas import ClassSamples, DatasetPublic
+from backend.api.schemas import ClassSamples, DatasetPublic, PlainText
 from backend.datasets.ingest import (
     IngestError,
     delete_dataset_files,
@@ -29,7 +31,7 @@ def upload_dataset(
     session: SessionDep,
     resources: ResourcesDep,
     file: Annotated[UploadFile, File(description="A .zip with one folder of images per class.")],
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[PlainText | None, Form(max_length=200)] = None,
 ) -> Dataset:
     """Upload a ZIP (one folder per class, one wrapping folder allowed)."""
     settings = resources.settings
@@ -47,10 +49,9 @@ def upload_dataset(
     finally:
         archive.unlink(missing_ok=True)
 
-    fallback = (file.filename or "dataset").rsplit("/", 1)[-1].removesuffix(".zip")
     dataset = Dataset(
         id=dataset_id,
-        name=(name or "").strip() or fallback[:200] or "dataset",
+        name=(name or "").strip() or _name_from_file(file.filename),
         num_images=summary.num_images,
         classes=summary.classes,
         image_shapes=summary.image_shapes,
@@ -109,6 +110,15 @@ def delete_dataset(dataset_id: str, session: SessionDep, resources: ResourcesDep
     session.commit()
     delete_dataset_files(dataset_id, resources.settings)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+def _name_from_file(filename: str | None) -> str:
+    """``letters.zip`` names a dataset sent without a name; any folder part and
+    control character (a NUL would make PostgreSQL refuse it) are dropped."""
+    base = re.split(r"[/\\]", filename or "")[-1].removesuffix(".zip")
+    base = base.encode("utf-8", "replace").decode("utf-8")  # lone surrogates
+    printable = "".join(char for char in base if unicodedata.category(char) != "Cc").strip()
+    return printable[:200] or "dataset"
 
 
 def _get(session: SessionDep, dataset_id: str) -> Dataset:
