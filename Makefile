@@ -47,6 +47,11 @@ run: install
 test: install test-deps
 	$(BIN)/pytest $(ARGS)
 
+# Every figure of benchmarks/README.md, in one table (ARGS=--quick: fewer
+# epochs and rounds).
+bench: install
+	$(BIN)/python -m benchmarks $(ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy

@@ -65,6 +65,17 @@ class TrainConfig(BaseModel):
     batch_metrics_every: int = Field(
         default=10, ge=1, le=100_000, description="Stream the batch loss every this many steps."
     )
+    # speed
+    mixed_precision: bool = Field(
+        default=False,
+        description="Compute in float16 with float32 weights (Keras mixed_float16): faster on "
+        "GPUs with tensor cores, slower on CPUs. The output layer stays float32.",
+    )
+    jit_compile: bool = Field(
+        default=False,
+        description="Compile the training step with XLA: often faster on a GPU, after a "
+        "slower first epoch.",
+    )
     # measurement
     gap_probes: bool = Field(
         default=True,

@@ -20,6 +20,7 @@ from tests.e2e.conftest import Stack, wait_for_streamlit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
+
 def no_exception(page: Any) -> None:
     """A page that raised shows Streamlit's exception box; none may."""
     assert page.locator("[data-testid='stException']").count() == 0, page.url

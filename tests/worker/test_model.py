@@ -73,3 +73,29 @@ def test_compile_uses_the_configured_optimizer(name: str, kind: str) -> None:
     if name == "sgd":
         assert model.optimizer.momentum == pytest.approx(0.5)
     assert model.loss == "sparse_categorical_crossentropy"
+
+
+def test_mixed_precision_computes_in_float16_and_answers_in_float32() -> None:
+    config = SMALL.model_copy(update={"mixed_precision": True, "dropout": 0.2})
+    model = compile_model(make_model(config, 3), config)
+    policies = {layer.name: layer.dtype_policy.name for layer in model.layers[1:]}
+    assert policies.pop("predictions") == "float32"  # a float16 softmax saturates
+    assert set(policies.values()) == {"mixed_float16"}
+    assert all(v.dtype == "float32" for v in model.trainable_variables)
+    # Loss scaling keeps float16 gradients from underflowing.
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    x = np.random.default_rng(0).random((8, 16, 12, 3), dtype=np.float32)
+    model.fit(x, np.arange(8) % 3, epochs=1, verbose=0)
+    assert model.predict(x, verbose=0).dtype == np.float32
+    # Set layer by layer: the next run in this worker process builds in float32.
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    assert make_model(SMALL, 3).get_layer("block1_conv1").dtype_policy.name == "float32"
+
+
+def test_jit_compile_as_configured() -> None:
+    assert compile_model(make_model(SMALL, 3), SMALL).jit_compile is False
+    config = SMALL.model_copy(update={"jit_compile": True})
+    model = compile_model(make_model(config, 3), config)
+    assert model.jit_compile is True
+    x = np.zeros((4, 16, 12, 3), dtype=np.float32)
+    model.fit(x, np.arange(4) % 3, epochs=1, verbose=0)  # XLA compiles it (on CPU too)

@@ -1,19 +1,28 @@
 """The runner's small parts: error messages, run paths, history CSV, the
-Redis side channel."""
+Redis side channel, checkpoint snapshots and the order the recorder writes in."""
 
 from __future__ import annotations
 
 import csv
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
+import keras
+import numpy as np
 import pytest
 from redis import Redis
 
-from backend import events
+from backend import events, runs
+from backend.db import Database
 from backend.settings import Settings
-from worker.training.artifacts import run_dir, write_history
-from worker.training.runner import describe_error
+from backend.train_config import TrainConfig
+from tests.worker.conftest import TINY, MakeRun, epoch_numbers, get_run, of_type, stream
+from worker.training import artifacts
+from worker.training.artifacts import Snapshot, run_dir, write_history
+from worker.training.model import compile_model, make_model
+from worker.training.runner import describe_error, run_training
 from worker.training.sidechannel import SideChannel
 
 
@@ -83,3 +92,93 @@ def test_side_channel_outlives_a_dead_redis() -> None:
         time.sleep(0.2)
     assert not side.cancelled.is_set()
     assert time.monotonic() - started < 5
+
+
+def _fitted(config: TrainConfig) -> tuple[keras.Model, np.ndarray, np.ndarray]:
+    model = compile_model(make_model(config, 3), config)
+    rng = np.random.default_rng(0)
+    x = rng.random((24, *config.image_size, 3), dtype=np.float32)
+    y = np.arange(24) % 3
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    return model, x, y
+
+
+def _values(model: keras.Model) -> list[np.ndarray]:
+    # Weights (BatchNorm statistics included) and optimizer state: what a .keras
+    # file holds (Keras does not save dropout's seed states, from any model).
+    return [np.array(v.numpy()) for v in [*model.weights, *model.optimizer.variables]]
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_a_snapshot_saves_the_state_it_was_taken_at(tmp_path: Path, mixed: bool) -> None:
+    config = TrainConfig(**{**TINY, "dropout": 0.2, "mixed_precision": mixed})
+    model, x, y = _fitted(config)
+    taken = _values(model)
+    snapshot = Snapshot(model)
+    snapshot.take()
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)  # training goes on meanwhile
+    saving = threading.Thread(target=snapshot.save, args=(tmp_path / "epoch-0001.keras",))
+    saving.start()
+    saving.join()
+    loaded = keras.models.load_model(tmp_path / "epoch-0001.keras")
+    assert type(loaded.optimizer) is type(model.optimizer)
+    saved = _values(loaded)
+    assert len(saved) == len(taken)
+    assert all(np.array_equal(a, b) for a, b in zip(taken, saved, strict=True))
+    # The shadow is free again: the next epoch's snapshot does not wait.
+    snapshot.take()
+    snapshot.release()
+
+
+def test_a_failing_checkpoint_write_fails_the_run_and_records_nothing_after_it(
+    settings: Settings,
+    database: Database,
+    redis_client: Redis,
+    make_run: MakeRun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_save = Snapshot.save
+    saved: list[str] = []
+
+    def disk_fills_at_epoch_2(self: Snapshot, path: Path) -> None:
+        if path.name == "epoch-0002.keras":
+            self.release()
+            raise OSError(28, "No space left on device")
+        real_save(self, path)
+        saved.append(path.name)
+
+    monkeypatch.setattr(Snapshot, "save", disk_fills_at_epoch_2)
+    run_id = make_run(epochs=5)
+    assert run_training(run_id, settings, database, redis_client) == "failed"
+    run = get_run(database, run_id)
+    assert run.error == "OSError: [Errno 28] No space left on device"
+    # Epoch 1 was written whole; nothing after the failed checkpoint was.
+    assert (saved, run.epochs_done, epoch_numbers(database, run_id)) == (
+        ["epoch-0001.keras"],
+        1,
+        [1],
+    )
+    assert [e["epoch"] for e in of_type(stream(redis_client, run_id), "epoch")] == [1]
+
+
+def test_each_epoch_is_written_checkpoint_then_sql_then_event(
+    settings: Settings,
+    database: Database,
+    redis_client: Redis,
+    make_run: MakeRun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = make_run(epochs=3)
+    real_record = runs.record_epoch
+    seen: list[tuple[int, bool, list[int]]] = []
+
+    def record(session: Any, run: str, epoch: int, *args: Any) -> None:
+        checkpoint = artifacts.checkpoint_path(settings, run, epoch)
+        published = [e["epoch"] for e in of_type(stream(redis_client, run), "epoch")]
+        seen.append((epoch, checkpoint.is_file(), published))
+        real_record(session, run, epoch, *args)
+
+    monkeypatch.setattr(runs, "record_epoch", record)
+    assert run_training(run_id, settings, database, redis_client) == "succeeded"
+    # At each epoch's SQL write its checkpoint exists and its event is not out yet.
+    assert seen == [(1, True, []), (2, True, [1]), (3, True, [1, 2])]

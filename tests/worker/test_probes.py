@@ -1,5 +1,6 @@
 """Gap probes: they measure without changing the model, their precise-BN
-statistics are what BatchNorm's inputs really are, and a real run records
+statistics are what BatchNorm's inputs really are, their one-pass shortcuts
+give what evaluating with those statistics gives, and a real run records
 them every epoch, consistent with the saved model."""
 
 from __future__ import annotations
@@ -98,6 +99,66 @@ def test_precise_statistics_are_the_inference_inputs_of_batchnorm(
     )
 
 
+def _with_precise_statistics(model: keras.Model, probe: GapProbes, data: Any) -> dict[str, float]:
+    """``data`` evaluated the long way: statistics re-estimated, assigned, evaluated."""
+    with probes.replaced_statistics(model, precise_statistics(model, probe.bn_sample)):
+        return model.evaluate(data, return_dict=True, verbose=0)
+
+
+@pytest.mark.parametrize("max_batch", [probes.MAX_PROBE_BATCH, 16])
+def test_the_statistics_pass_gives_the_recalibrated_numbers(
+    settings: Settings, dataset_id: str, monkeypatch: pytest.MonkeyPatch, max_batch: int
+) -> None:
+    # One batch: the pass's own predictions are the recalibrated training
+    # sample. Several (a sample larger than a probe batch): it is evaluated.
+    monkeypatch.setattr(probes, "MAX_PROBE_BATCH", max_batch)
+    model, probe = _trained(settings, dataset_id, dropout=0.3)
+    batches = len(list(probe.bn_sample))
+    assert batches == (1 if max_batch > 57 else 4)
+    values = probe(model, 1)
+    train = _with_precise_statistics(model, probe, probe.train_sample)
+    val = _with_precise_statistics(model, probe, probe.val)
+    assert values["train_eval_loss_recalibrated"] == pytest.approx(train["loss"], rel=1e-5)
+    assert values["train_eval_accuracy_recalibrated"] == pytest.approx(train["accuracy"])
+    assert values["val_loss_recalibrated"] == pytest.approx(val["loss"], rel=1e-5)
+    assert values["val_accuracy_recalibrated"] == pytest.approx(val["accuracy"])
+
+
+def test_a_large_validation_set_has_its_lag_measured_on_a_sample(
+    settings: Settings, dataset_id: str
+) -> None:
+    settings.probe_val_images = 6  # of the 15 validation images
+    model, probe = _trained(settings, dataset_id)
+    assert probe.val_sample is not None and len(list(probe.val_sample.unbatch())) == 6
+    epoch = model.evaluate(probe.val, return_dict=True, verbose=0)
+    logs = {"val_loss": epoch["loss"], "val_accuracy": epoch["accuracy"]}
+    values = probe(model, 1, logs)
+    # The lag on the sample (moving statistics minus re-estimated ones), off
+    # the epoch's own validation numbers.
+    lagging = model.evaluate(probe.val_sample, return_dict=True, verbose=0)
+    recalibrated = _with_precise_statistics(model, probe, probe.val_sample)
+    expected = epoch["loss"] - lagging["loss"] + recalibrated["loss"]
+    assert values["val_loss_recalibrated"] == pytest.approx(max(expected, 0.0), rel=1e-5)
+    accuracy = epoch["accuracy"] - lagging["accuracy"] + recalibrated["accuracy"]
+    assert values["val_accuracy_recalibrated"] == pytest.approx(min(max(accuracy, 0.0), 1.0))
+    # Without the epoch's numbers (a probe called on its own), the whole set.
+    whole = _with_precise_statistics(model, probe, probe.val)
+    assert probe(model, 1)["val_loss_recalibrated"] == pytest.approx(whole["loss"], rel=1e-5)
+
+
+def test_probes_measure_a_mixed_precision_model_and_leave_it_alone(
+    settings: Settings, dataset_id: str
+) -> None:
+    model, probe = _trained(settings, dataset_id, mixed_precision=True)
+    before = _state(model)
+    values = probe(model, 1)
+    assert set(values) == PROBE_KEYS
+    assert all(np.isfinite(value) for value in values.values() if value is not None)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _state(model), strict=True))
+    train = _with_precise_statistics(model, probe, probe.train_sample)
+    assert values["train_eval_loss_recalibrated"] == pytest.approx(train["loss"], rel=1e-3)
+
+
 def test_a_model_without_batchnorm_gets_only_the_training_sample(
     settings: Settings, dataset_id: str
 ) -> None:
@@ -113,13 +174,16 @@ def test_a_failing_probe_warns_restores_and_keeps_what_it_measured(
 ) -> None:
     model, probe = _trained(settings, dataset_id)
     before = _state(model)
+    real_scores = probes._scores
 
-    def broken(model: keras.Model, _batches: object) -> None:
-        for layer in probes.batchnorm_layers(model):  # half-way through, then a failure
-            layer.moving_mean.assign(np.zeros(layer.moving_mean.shape, dtype="float32") + 7)
-        raise RuntimeError("out of memory")
+    def scores_once(model: keras.Model, data: Any) -> dict[str, float]:
+        # The training sample goes through; validation, with the statistics
+        # replaced, runs out of memory.
+        if any(np.any(layer.moving_mean.numpy() != m) for layer, m in zip_means(model, before)):
+            raise RuntimeError("out of memory")
+        return real_scores(model, data)
 
-    monkeypatch.setattr(probes, "precise_statistics", broken)
+    monkeypatch.setattr(probes, "_scores", scores_once)
     with caplog.at_level(logging.WARNING, logger=probes.__name__):
         values = probe(model, 2)
     assert set(values) == {
@@ -130,6 +194,12 @@ def test_a_failing_probe_warns_restores_and_keeps_what_it_measured(
     }
     assert "gap probes failed at epoch 2" in caplog.text
     assert all(np.array_equal(a, b) for a, b in zip(before, _state(model), strict=True))
+
+
+def zip_means(model: keras.Model, state: list[np.ndarray]) -> list[tuple[Any, np.ndarray]]:
+    """Each BatchNorm layer with its moving mean as ``state`` (from ``_state``) holds it."""
+    by_path = dict(zip([v.path for v in model.variables], state, strict=False))
+    return [(layer, by_path[layer.moving_mean.path]) for layer in probes.batchnorm_layers(model)]
 
 
 def test_a_real_run_records_probes_that_agree_with_its_saved_model(

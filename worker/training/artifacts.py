@@ -4,6 +4,12 @@ final model and the history CSV.
 Names come from ``backend.artifacts`` (the API serves what is written here).
 Every file is written under a temporary name and renamed into place, so a
 reader, or a worker resuming after a crash, never sees half a file.
+
+A checkpoint is taken in two steps, so that the training thread only copies:
+``Snapshot.take`` copies the model's and the optimizer's variables into a
+shadow model on the same device (no host transfer), and ``Snapshot.save``,
+on another thread, writes the shadow as an ordinary ``.keras`` file, the one
+``keras.models.load_model`` resumes from.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,11 +64,75 @@ def save_checkpoint(model: keras.Model, settings: Settings, run_id: str, epoch: 
     """Checkpoint a finished epoch (1-based); keep only the newest few."""
     path = checkpoint_path(settings, run_id, epoch)
     save_model(model, path)
-    for old in path.parent.glob("epoch-*.keras"):
+    prune_checkpoints(settings, run_id, epoch)
+    return path
+
+
+def prune_checkpoints(settings: Settings, run_id: str, epoch: int) -> None:
+    """Delete the checkpoints older than the newest ``KEEP_CHECKPOINTS`` (of ``epoch``)."""
+    for old in run_dir(settings, run_id).joinpath(artifacts.CHECKPOINTS).glob("epoch-*.keras"):
         match = _CHECKPOINT.fullmatch(old.name)
         if match and int(match.group(1)) <= epoch - KEEP_CHECKPOINTS:
             old.unlink(missing_ok=True)
-    return path
+
+
+class Snapshot:
+    """The model's state at one moment, kept in a shadow model until saved.
+
+    ``take`` (training thread) waits until the previous snapshot is saved,
+    then copies every variable: weights, BatchNorm statistics, seed states,
+    optimizer slots and step count. ``save`` (any one other thread) writes it
+    and frees the shadow for the next ``take``; ``release`` frees it unsaved.
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        self._shadow: keras.Model | None = None
+        self._pairs: list[tuple[Any, Any]] = []
+        self._free = threading.Semaphore(1)
+
+    def take(self) -> None:
+        self._free.acquire()
+        try:
+            if self._shadow is None:
+                self._shadow, self._pairs = _shadow(self.model)
+            for target, source in self._pairs:
+                target.assign(source)
+        except BaseException:
+            self._free.release()
+            raise
+
+    def save(self, path: Path) -> None:
+        if self._shadow is None:
+            raise RuntimeError("no snapshot taken")
+        try:
+            save_model(self._shadow, path)
+        finally:
+            self._free.release()
+
+    def release(self) -> None:
+        self._free.release()
+
+
+def _shadow(model: keras.Model) -> tuple[keras.Model, list[tuple[Any, Any]]]:
+    """A model of the same architecture and compile settings, optimizer built,
+    and its variables paired with the original's."""
+    shadow = keras.models.clone_model(model)
+    shadow.compile_from_config(model.get_compile_config())  # builds the optimizer too
+    if not shadow.optimizer.built:
+        shadow.optimizer.build(shadow.trainable_variables)
+    pairs = []
+    for group, shadow_group in (
+        (model.variables, shadow.variables),
+        (model.optimizer.variables, shadow.optimizer.variables),
+    ):
+        if len(group) != len(shadow_group):
+            raise RuntimeError(f"shadow has {len(shadow_group)} variables, model {len(group)}")
+        for source, target in zip(group, shadow_group, strict=True):
+            if tuple(source.shape) != tuple(target.shape):
+                raise RuntimeError(f"shadow of {source.path} has shape {target.shape}")
+            pairs.append((target, source))
+    return shadow, pairs
 
 
 def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:

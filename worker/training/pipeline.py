@@ -56,11 +56,13 @@ def image_dataset(
     config: TrainConfig,
     *,
     shuffle_seed: int | None = None,
+    batch_size: int | None = None,
 ) -> tf.data.Dataset:
     """Batches of (float32 images in 0–1, int32 labels) for ``entries``.
 
     With ``shuffle_seed`` the order changes every epoch (reproducibly from the
     seed); without it the order is the entries' order, as validation wants.
+    ``batch_size`` defaults to the configured one.
     """
     if not entries:
         raise ValueError("no images to build a dataset from")
@@ -73,7 +75,7 @@ def image_dataset(
         # uint8 tensors, shared rather than copied.
         data = data.shuffle(len(entries), seed=shuffle_seed, reshuffle_each_iteration=True)
     return (
-        data.batch(config.batch_size)
+        data.batch(batch_size or config.batch_size)
         .map(_scale, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )

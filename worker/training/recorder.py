@@ -6,10 +6,19 @@ Per batch it does the least it can: a counter, a modulo and an Event read
 would make Keras dispatch batch logs synchronously on backends where a bare
 fit dispatches them to a thread; every ``batch_metrics_every`` steps it reads
 the metrics once instead. Redis is never touched from here: events go to
-the side channel's queue. At each epoch end it times the epoch, collects
+the side channel's queue.
+
+At each epoch end, on the training thread, it times the epoch, collects
 every Keras log value plus ``seconds``, ``images_per_sec`` and ``lr`` (and
-the values of any probes), checkpoints, writes SQL, then queues the epoch
-event.
+the values of any probes) and snapshots the model (a device-side copy). The
+writing happens on the recorder's own writer thread while the next epoch
+trains, in this order: the checkpoint file, then the SQL row (whenever SQL
+says k epochs are done, the epoch-k checkpoint exists, and a resumed task
+can load it), then the epoch event (a client that reads the metrics when the
+event arrives finds the epoch). Batch events take the same thread, so an
+epoch's event still comes before the next epoch's batch events. A write that
+fails stops training at the next epoch boundary with its error; ``close``
+(or the end of fit) waits for every write.
 
 A batch point's ``loss`` and ``accuracy`` are means over the steps since the
 previous point of the same epoch, recovered from Keras's running means
@@ -20,9 +29,11 @@ training, where Keras's own number is a mean since the epoch began.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import keras
@@ -34,9 +45,10 @@ from worker.training import artifacts
 
 log = logging.getLogger(__name__)
 
-# A probe measures the model at an epoch's end (1-based) without changing it;
-# its values join the epoch's record like any Keras metric.
-EpochProbe = Callable[[keras.Model, int], Mapping[str, float | None]]
+# A probe measures the model at an epoch's end (1-based; the epoch's Keras logs
+# beside it) without changing it; its values join the epoch's record like any
+# Keras metric.
+EpochProbe = Callable[[keras.Model, int, Mapping[str, Any]], Mapping[str, float | None]]
 BatchPoint = tuple[int, float, dict[str, Any]]
 
 
@@ -90,8 +102,36 @@ class RunRecorder(keras.callbacks.Callback):
         self._train_ended: float | None = None
         self._points: list[BatchPoint] = []
         self._window: tuple[int, dict[str, float]] = (0, {})  # images seen, metric sums
+        self._writer: _Writer | None = None
+        self._snapshot: artifacts.Snapshot | None = None
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._writer = _Writer(f"curvelab-recorder-{self.run_id[:8]}")
+        self._snapshot = artifacts.Snapshot(self.model)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        try:
+            self.flush()
+        finally:
+            self.close()
+
+    def flush(self) -> None:
+        """Wait until every queued checkpoint, SQL row and event is written;
+        raise the error of a write that failed."""
+        if self._writer is not None:
+            self._writer.wait()
+            if self._writer.error is not None:
+                raise self._writer.error
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread. Never raises: a
+        failed write was logged, and ``flush`` is the way to see it."""
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._raise_failed_write()
         self._epoch = epoch
         self._steps_started = 0
         self._points = []
@@ -133,13 +173,35 @@ class RunRecorder(keras.callbacks.Callback):
             keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         )
         for probe in self.probes:
-            values.update(_floats(probe(self.model, epoch + 1)))
-        # Checkpoint before SQL: whenever SQL says k epochs are done, the
-        # epoch-k checkpoint exists, and a resumed task can load it.
-        artifacts.save_checkpoint(self.model, self.settings, self.run_id, epoch + 1)
+            values.update(_floats(probe(self.model, epoch + 1, logs)))
+        self._raise_failed_write()
+        writer, snapshot = self._started_writer()
+        snapshot.take()
+        job = partial(self._commit, snapshot, epoch + 1, values, self._points)
+        writer.submit(job, on_drop=snapshot.release)
+
+    def _commit(
+        self,
+        snapshot: artifacts.Snapshot,
+        epoch: int,
+        values: dict[str, Any],
+        points: list[BatchPoint],
+    ) -> None:
+        """On the writer thread: checkpoint, then SQL, then the event."""
+        snapshot.save(artifacts.checkpoint_path(self.settings, self.run_id, epoch))
+        artifacts.prune_checkpoints(self.settings, self.run_id, epoch)
         with self.db.session() as session:
-            runs.record_epoch(session, self.run_id, epoch + 1, values, self._points)
-        self.publish(events.epoch_event(epoch + 1, values))
+            runs.record_epoch(session, self.run_id, epoch, values, points)
+        self.publish(events.epoch_event(epoch, values))
+
+    def _started_writer(self) -> tuple[_Writer, artifacts.Snapshot]:
+        if self._writer is None or self._snapshot is None:
+            raise RuntimeError("the recorder records inside fit only (on_train_begin not called)")
+        return self._writer, self._snapshot
+
+    def _raise_failed_write(self) -> None:
+        if self._writer is not None and self._writer.error is not None:
+            raise self._writer.error
 
     def _point(self, steps_done: int, running: Mapping[str, Any]) -> None:
         """Record and queue the batch point after ``steps_done`` steps."""
@@ -158,4 +220,49 @@ class RunRecorder(keras.callbacks.Callback):
         step = self._epoch * self.steps_per_epoch + steps_done
         at = self._epoch + steps_done / self.steps_per_epoch
         self._points.append((step, at, values))
-        self.publish(events.batch_event(step, at, values))
+        writer, _ = self._started_writer()
+        writer.submit(partial(self.publish, events.batch_event(step, at, values)))
+
+
+Job = Callable[[], None]
+
+
+class _Writer:
+    """One thread that runs jobs in order. After a job fails it keeps the
+    error and drops every later job (calling its ``on_drop``): nothing is
+    written out of order."""
+
+    def __init__(self, name: str) -> None:
+        self.error: BaseException | None = None
+        self._queue: queue.Queue[tuple[Job, Job | None] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job, on_drop: Job | None = None) -> None:
+        self._queue.put((job, on_drop))
+
+    def wait(self) -> None:
+        self._queue.join()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("%s: writes still pending after %.0fs", self._thread.name, timeout)
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                job, on_drop = item
+                if self.error is None:
+                    job()
+                elif on_drop is not None:
+                    on_drop()
+            except BaseException as exc:
+                log.error("%s: write failed", self._thread.name, exc_info=True)
+                self.error = exc
+            finally:
+                self._queue.task_done()
