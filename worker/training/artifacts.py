@@ -60,14 +60,6 @@ def save_model(model: keras.Model, path: Path) -> None:
     _replace_into(path, model.save)
 
 
-def save_checkpoint(model: keras.Model, settings: Settings, run_id: str, epoch: int) -> Path:
-    """Checkpoint a finished epoch (1-based); keep only the newest few."""
-    path = checkpoint_path(settings, run_id, epoch)
-    save_model(model, path)
-    prune_checkpoints(settings, run_id, epoch)
-    return path
-
-
 def prune_checkpoints(settings: Settings, run_id: str, epoch: int) -> None:
     """Delete the checkpoints older than the newest ``KEEP_CHECKPOINTS`` (of ``epoch``)."""
     for old in run_dir(settings, run_id).joinpath(artifacts.CHECKPOINTS).glob("epoch-*.keras"):
@@ -97,7 +89,9 @@ class Snapshot:
             if self._shadow is None:
                 self._shadow, self._pairs = _shadow(self.model)
             for target, source in self._pairs:
-                target.assign(source)
+                # A copy: on JAX, assign would share the buffer, which the next
+                # training step donates (deletes).
+                target.assign(keras.ops.copy(source))
         except BaseException:
             self._free.release()
             raise

@@ -61,9 +61,7 @@ def make_model(config: TrainConfig, num_classes: int) -> keras.Model:
                 )(x)
         x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool", dtype=policy)(x)
         if config.dropout > 0:
-            x = keras.layers.Dropout(
-                config.dropout, name=f"block{block}_dropout", dtype=policy
-            )(x)
+            x = keras.layers.Dropout(config.dropout, name=f"block{block}_dropout", dtype=policy)(x)
 
     x = keras.layers.Flatten(name="flatten", dtype=policy)(x)
     x = keras.layers.Dense(config.dense_units, activation="relu", name="dense", dtype=policy)(x)

@@ -191,8 +191,11 @@ class RunRecorder(keras.callbacks.Callback):
         snapshot.save(artifacts.checkpoint_path(self.settings, self.run_id, epoch))
         artifacts.prune_checkpoints(self.settings, self.run_id, epoch)
         with self.db.session() as session:
-            runs.record_epoch(session, self.run_id, epoch, values, points)
-        self.publish(events.epoch_event(epoch, values))
+            stored = runs.record_epoch(session, self.run_id, epoch, values, points)
+        # A worker that lost its lease (frozen past it) must not put a stale
+        # epoch on the stream either: SQL refused it.
+        if stored:
+            self.publish(events.epoch_event(epoch, values))
 
     def _started_writer(self) -> tuple[_Writer, artifacts.Snapshot]:
         if self._writer is None or self._snapshot is None:

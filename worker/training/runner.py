@@ -156,15 +156,20 @@ def _train(
                     monitor="val_loss", patience=config.early_stopping_patience
                 )
             )
-        model.fit(
-            data.train,
-            validation_data=data.val,
-            epochs=config.epochs,
-            initial_epoch=initial_epoch,
-            callbacks=callbacks,
-            shuffle=False,  # the training dataset shuffles itself, seeded
-            verbose=0,
-        )
+        try:
+            model.fit(
+                data.train,
+                validation_data=data.val,
+                epochs=config.epochs,
+                initial_epoch=initial_epoch,
+                callbacks=callbacks,
+                shuffle=False,  # the training dataset shuffles itself, seeded
+                verbose=0,
+            )
+        finally:
+            # Keras skips on_train_end when fit raises: the queued checkpoint,
+            # SQL row and event must still land before the run is marked.
+            recorder.close()
     if recorder.cancelled or side.cancelled.is_set():
         return "cancelled"
     if recorder.paused:
