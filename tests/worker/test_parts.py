@@ -172,11 +172,11 @@ def test_each_epoch_is_written_checkpoint_then_sql_then_event(
     real_record = runs.record_epoch
     seen: list[tuple[int, bool, list[int]]] = []
 
-    def record(session: Any, run: str, epoch: int, *args: Any) -> None:
+    def record(session: Any, run: str, epoch: int, *args: Any) -> bool:
         checkpoint = artifacts.checkpoint_path(settings, run, epoch)
         published = [e["epoch"] for e in of_type(stream(redis_client, run), "epoch")]
         seen.append((epoch, checkpoint.is_file(), published))
-        real_record(session, run, epoch, *args)
+        return real_record(session, run, epoch, *args)
 
     monkeypatch.setattr(runs, "record_epoch", record)
     assert run_training(run_id, settings, database, redis_client) == "succeeded"
