@@ -8,10 +8,11 @@ chunked bodies. So this ASGI middleware counts bytes as they arrive and answers
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from backend.api.asgi_reply import send_detail
 
 
 class _TooLarge(Exception):
@@ -62,18 +63,5 @@ class BodySizeLimit:
 
     async def _reject(self, send: Send) -> None:
         mib = self.max_bytes / (1024 * 1024)
-        body = json.dumps(
-            {"detail": f"upload is larger than the {mib:g} MiB limit (CURVELAB_MAX_UPLOAD_MB)"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"upload is larger than the {mib:g} MiB limit (CURVELAB_MAX_UPLOAD_MB)"
+        await send_detail(send, 413, detail, ((b"connection", b"close"),))

@@ -10,10 +10,9 @@ hold no data. Anything else, an unknown path included, needs the token.
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from backend.api.asgi_reply import send_detail
 from backend.api.deps import TOKEN_REFUSED, token_matches
 
 OPEN_PATHS = frozenset({"/api/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -33,16 +32,4 @@ class TokenGate:
         if token_matches(authorization, self.token):
             await self.app(scope, receive, send)
             return
-        body = json.dumps({"detail": TOKEN_REFUSED}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 401,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"www-authenticate", b"Bearer"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_detail(send, 401, TOKEN_REFUSED, ((b"www-authenticate", b"Bearer"),))
