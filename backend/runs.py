@@ -149,15 +149,30 @@ def unqueue(session: Session, run_id: str) -> None:
     session.commit()
 
 
-def discard_epochs(session: Session, run_id: str) -> None:
-    """Forget a run's recorded epochs: it is starting over (its checkpoint is lost)."""
-    session.execute(delete(EpochMetrics).where(EpochMetrics.run_id == run_id))
-    session.execute(delete(BatchMetrics).where(BatchMetrics.run_id == run_id))
+def rewind(session: Session, redis: Redis | None, run_id: str, epoch: int) -> None:
+    """Forget the run's epochs after ``epoch``: it resumes from the checkpoint
+    of that epoch (0: it starts over, its checkpoints lost).
+
+    An epoch is recorded and published before its checkpoint is written (the
+    live view does not wait for the file), so a worker that died in between
+    leaves SQL one epoch ahead of the newest checkpoint; that epoch is
+    trained again. The status event says from which epoch on the curves are
+    replaced (``resumed_at_epoch``), for clients that already had them."""
+    session.execute(
+        delete(EpochMetrics).where(EpochMetrics.run_id == run_id, EpochMetrics.epoch > epoch)
+    )
+    # A batch point's epoch is fractional: those of epoch k lie in (k-1, k].
+    session.execute(
+        delete(BatchMetrics).where(BatchMetrics.run_id == run_id, BatchMetrics.epoch > epoch)
+    )
     run = session.get(Run, run_id)
-    if run is not None:
-        run.epochs_done = 0
-        run.resumed_at_epoch = None
+    if run is None:
+        session.commit()
+        return
+    run.epochs_done = epoch
+    run.resumed_at_epoch = epoch + 1 if epoch > 0 else None
     session.commit()
+    publish_quietly(redis, run_id, events.status_event("running", resumed_at_epoch=epoch + 1))
 
 
 def finish(
@@ -204,16 +219,20 @@ def cancel_requested(redis: Redis, run_id: str) -> bool:
 
 def epoch_rows(session: Session, run_id: str, after: int = 0) -> list[dict[str, Any]]:
     """The run's recorded epochs after epoch ``after``, in order."""
-    rows = session.scalars(
-        select(EpochMetrics)
+    # Columns, not entities: read-only rows need no identity map.
+    rows = session.execute(
+        select(EpochMetrics.epoch, EpochMetrics.values)
         .where(EpochMetrics.run_id == run_id, EpochMetrics.epoch > after)
         .order_by(EpochMetrics.epoch)
     )
-    return [{"epoch": row.epoch, **row.values} for row in rows]
+    return [{"epoch": epoch, **values} for epoch, values in rows]
 
 
 def batch_rows(session: Session, run_id: str) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(BatchMetrics).where(BatchMetrics.run_id == run_id).order_by(BatchMetrics.step)
+    """The run's batch points, in step order."""
+    rows = session.execute(
+        select(BatchMetrics.step, BatchMetrics.epoch, BatchMetrics.values)
+        .where(BatchMetrics.run_id == run_id)
+        .order_by(BatchMetrics.step)
     )
-    return [{"step": row.step, "epoch": row.epoch, **row.values} for row in rows]
+    return [{"step": step, "epoch": epoch, **values} for step, epoch, values in rows]

@@ -10,8 +10,9 @@ as a hand-made live view would.
 The worker notes two moments of each epoch (one clock: the same machine):
 when Keras ends the epoch, and when the epoch's record is complete (the gap
 probes have measured, the model is snapshotted); from then on the record is
-being delivered: checkpoint file, SQL row, Redis, SSE. The goal is on that
-delivery; the full delay, probes included, is shown beside it.
+being delivered: SQL row, Redis, SSE (the checkpoint file is written after
+the event). The goal is on that delivery; the full delay, probes included,
+is shown beside it.
 """
 
 from __future__ import annotations

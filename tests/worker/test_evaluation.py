@@ -168,35 +168,43 @@ def _tiny_model() -> keras.Model:
     return model
 
 
-def _epoch(callback: BestWeights, epoch: int, val_loss: float, steps: int = 4) -> None:
-    callback.on_epoch_begin(epoch)
-    for batch in range(steps):
-        callback.on_train_batch_begin(batch)
-    callback.on_epoch_end(epoch, {"loss": 1.0, "val_loss": val_loss})
+def _epoch(tracker: BestWeights, model: keras.Model, epoch: int, val_loss: float | None) -> None:
+    """What the recorder does: offer on the training thread, save what it answers."""
+    best = tracker.offer(epoch, val_loss)
+    if best is not None:
+        tracker.save(model, best)
 
 
 def test_best_weights_follow_val_loss_and_survive_a_resume(tmp_path: Path) -> None:
     path = tmp_path / "best.weights.h5"
     model = _tiny_model()
-    callback = BestWeights(path, steps_per_epoch=4)
-    callback.set_model(model)
-    _epoch(callback, 0, 0.9)
+    tracker = BestWeights(path)
+    _epoch(tracker, model, 1, 0.9)
     assert read_best(path) == Best(1, pytest.approx(0.9))
-    _epoch(callback, 1, 0.95)  # worse: kept
-    _epoch(callback, 2, 0.5, steps=2)  # cut short by a cancel: not an epoch
-    _epoch(callback, 3, float("nan"))
+    _epoch(tracker, model, 2, 0.95)  # worse: kept
+    _epoch(tracker, model, 3, float("nan"))
+    _epoch(tracker, model, 4, None)  # no validation
     assert read_best(path) == Best(1, pytest.approx(0.9))
-    _epoch(callback, 4, 0.7)
+    _epoch(tracker, model, 5, 0.7)
     assert read_best(path) == Best(5, pytest.approx(0.7))
     assert [p.name for p in tmp_path.iterdir()] == ["best.weights.h5"]  # no partial left
 
     # Resumed after epoch 6: the best so far stands; started over: forgotten.
-    assert BestWeights(path, steps_per_epoch=4, initial_epoch=6).best == Best(5, pytest.approx(0.7))
-    restarted = BestWeights(path, steps_per_epoch=4, initial_epoch=0)
+    assert BestWeights(path, initial_epoch=6).best == Best(5, pytest.approx(0.7))
+    restarted = BestWeights(path, initial_epoch=0)
     assert restarted.best is None
-    restarted.set_model(model)
-    _epoch(restarted, 0, 3.0)
+    _epoch(restarted, model, 1, 3.0)
     assert read_best(path) == Best(1, 3.0)
+
+
+def test_a_best_weights_file_that_cannot_be_written_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    tracker = BestWeights(blocked / "best.weights.h5")
+    _epoch(tracker, _tiny_model(), 1, 0.5)
+    assert "could not save the weights of epoch 1" in caplog.text
 
 
 def test_best_weights_load_back_into_the_model(tmp_path: Path) -> None:

@@ -137,31 +137,31 @@ def test_a_failing_checkpoint_write_fails_the_run_and_records_nothing_after_it(
     make_run: MakeRun,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real_save = Snapshot.save
+    real_save = artifacts.save_model
     saved: list[str] = []
 
-    def disk_fills_at_epoch_2(self: Snapshot, path: Path) -> None:
+    def disk_fills_at_epoch_2(model: keras.Model, path: Path) -> None:
         if path.name == "epoch-0002.keras":
-            self.release()
             raise OSError(28, "No space left on device")
-        real_save(self, path)
+        real_save(model, path)
         saved.append(path.name)
 
-    monkeypatch.setattr(Snapshot, "save", disk_fills_at_epoch_2)
+    monkeypatch.setattr(artifacts, "save_model", disk_fills_at_epoch_2)
     run_id = make_run(epochs=5)
     assert run_training(run_id, settings, database, redis_client) == "failed"
     run = get_run(database, run_id)
     assert run.error == "OSError: [Errno 28] No space left on device"
-    # Epoch 1 was written whole; nothing after the failed checkpoint was.
+    # Epoch 2 was recorded and published before its checkpoint failed;
+    # nothing after it was (a resumed run would train epoch 2 again).
     assert (saved, run.epochs_done, epoch_numbers(database, run_id)) == (
         ["epoch-0001.keras"],
-        1,
-        [1],
+        2,
+        [1, 2],
     )
-    assert [e["epoch"] for e in of_type(stream(redis_client, run_id), "epoch")] == [1]
+    assert [e["epoch"] for e in of_type(stream(redis_client, run_id), "epoch")] == [1, 2]
 
 
-def test_each_epoch_is_written_checkpoint_then_sql_then_event(
+def test_each_epoch_is_written_sql_then_event_then_checkpoint(
     settings: Settings,
     database: Database,
     redis_client: Redis,
@@ -169,16 +169,45 @@ def test_each_epoch_is_written_checkpoint_then_sql_then_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run_id = make_run(epochs=3)
-    real_record = runs.record_epoch
-    seen: list[tuple[int, bool, list[int]]] = []
+    real_record, real_save, real_publish = (
+        runs.record_epoch,
+        artifacts.save_model,
+        SideChannel.publish,
+    )
+    seen: list[tuple[str, int, bool, list[int], list[int]]] = []
+    published: list[int] = []  # handed to the side channel, which writes Redis on its own thread
+
+    def look(step: str, epoch: int) -> None:
+        checkpoint = artifacts.checkpoint_path(settings, run_id, epoch)
+        seen.append(
+            (step, epoch, checkpoint.is_file(), epoch_numbers(database, run_id), published[:])
+        )
 
     def record(session: Any, run: str, epoch: int, *args: Any) -> bool:
-        checkpoint = artifacts.checkpoint_path(settings, run, epoch)
-        published = [e["epoch"] for e in of_type(stream(redis_client, run), "epoch")]
-        seen.append((epoch, checkpoint.is_file(), published))
+        look("sql", epoch)
         return real_record(session, run, epoch, *args)
 
+    def save(model: keras.Model, path: Path) -> None:
+        if path.parent.name == "checkpoints":
+            look("checkpoint", int(path.stem.split("-")[1]))
+        real_save(model, path)
+
+    def publish(self: SideChannel, event: dict[str, Any]) -> None:
+        if event["type"] == "epoch":
+            published.append(event["epoch"])
+        real_publish(self, event)
+
     monkeypatch.setattr(runs, "record_epoch", record)
+    monkeypatch.setattr(artifacts, "save_model", save)
+    monkeypatch.setattr(SideChannel, "publish", publish)
     assert run_training(run_id, settings, database, redis_client) == "succeeded"
-    # At each epoch's SQL write its checkpoint exists and its event is not out yet.
-    assert seen == [(1, True, []), (2, True, [1]), (3, True, [1, 2])]
+    # At an epoch's SQL write neither its event nor its checkpoint is out; at
+    # its checkpoint both its row and its event are.
+    assert seen == [
+        ("sql", 1, False, [], []),
+        ("checkpoint", 1, False, [1], [1]),
+        ("sql", 2, False, [1], [1]),
+        ("checkpoint", 2, False, [1, 2], [1, 2]),
+        ("sql", 3, False, [1, 2], [1, 2]),
+        ("checkpoint", 3, False, [1, 2, 3], [1, 2, 3]),
+    ]

@@ -63,6 +63,54 @@ def test_redelivered_task_resumes_from_its_checkpoint(
     assert int(model.optimizer.iterations) == 4 * STEPS
 
 
+def test_a_worker_dead_before_the_checkpoint_trains_that_epoch_again(
+    settings: Settings,
+    database: Database,
+    redis_client: Redis,
+    make_run: MakeRun,
+) -> None:
+    run_id = make_run(epochs=3)
+    assert run_training(run_id, settings, database, redis_client) == "succeeded"
+    with database.session() as session:
+        before = runs.epoch_rows(session, run_id)
+    # Epoch 3 recorded and published, its checkpoint never written; a file
+    # past the record (a stale trainer's, say) is not a checkpoint to trust.
+    checkpoints = settings.runs_dir / run_id / artifacts.CHECKPOINTS
+    (checkpoints / "epoch-0003.keras").unlink()
+    (checkpoints / "epoch-0009.keras").write_bytes(b"not a model")
+    config = {**get_run(database, run_id).config, "epochs": 4}
+    set_run(database, run_id, status="running", config=config, finished_at=None)
+
+    assert run_training(run_id, settings, database, redis_client) == "succeeded"
+    run = get_run(database, run_id)
+    assert (run.epochs_done, run.resumed_at_epoch) == (4, 3)
+    with database.session() as session:
+        after = runs.epoch_rows(session, run_id)
+        points = runs.batch_rows(session, run_id)
+    assert [row["epoch"] for row in after] == [1, 2, 3, 4]
+    assert after[:2] == before[:2]
+    assert after[2]["loss"] != before[2]["loss"]  # trained again, on another shuffle
+    steps = [point["step"] for point in points]
+    assert steps == sorted(set(steps)) and steps[-1] <= 4 * STEPS
+    # The stream says so: epoch 3 again, after the status that rewinds to it.
+    received = [
+        (e["type"], e.get("epoch") or e.get("resumed_at_epoch"))
+        for e in stream(redis_client, run_id)
+        if e["type"] == "epoch" or "resumed_at_epoch" in e
+    ]
+    assert received == [
+        ("epoch", 1),
+        ("epoch", 2),
+        ("epoch", 3),
+        ("status", 4),  # as SQL had it when the task began
+        ("status", 3),  # rewound to the newest checkpoint
+        ("epoch", 3),
+        ("epoch", 4),
+    ]
+    model = keras.models.load_model(settings.runs_dir / run_id / artifacts.MODEL_FILE)
+    assert int(model.optimizer.iterations) == 4 * STEPS
+
+
 def test_missing_checkpoint_starts_over_without_duplicates(
     settings: Settings,
     database: Database,

@@ -18,7 +18,8 @@ import csv
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,23 @@ def save_model(model: keras.Model, path: Path) -> None:
     _replace_into(path, model.save)
 
 
+def latest_checkpoint(settings: Settings, run_id: str, upto: int) -> int:
+    """The newest epoch, at most ``upto``, whose checkpoint is on disk; 0 if none.
+
+    One short of ``upto`` where the worker died between the epoch's record
+    and its checkpoint (the record comes first); none past it counts: such a
+    file would be a stale trainer's, of an epoch SQL refused."""
+    folder = run_dir(settings, run_id).joinpath(artifacts.CHECKPOINTS)
+    epochs = [
+        int(match.group(1))
+        for match in map(
+            _CHECKPOINT.fullmatch, (path.name for path in folder.glob("epoch-*.keras"))
+        )
+        if match and int(match.group(1)) <= upto
+    ]
+    return max(epochs, default=0)
+
+
 def prune_checkpoints(settings: Settings, run_id: str, epoch: int) -> None:
     """Delete the checkpoints older than the newest ``KEEP_CHECKPOINTS`` (of ``epoch``)."""
     for old in run_dir(settings, run_id).joinpath(artifacts.CHECKPOINTS).glob("epoch-*.keras"):
@@ -73,8 +91,9 @@ class Snapshot:
 
     ``take`` (training thread) waits until the previous snapshot is saved,
     then copies every variable: weights, BatchNorm statistics, seed states,
-    optimizer slots and step count. ``save`` (any one other thread) writes it
-    and frees the shadow for the next ``take``; ``release`` frees it unsaved.
+    optimizer slots and step count. ``held`` (any one other thread) lends the
+    shadow to write files from, ``save`` writes it as a ``.keras`` file; both
+    free it for the next ``take``, and ``release`` frees it unsaved.
     """
 
     def __init__(self, model: keras.Model) -> None:
@@ -96,13 +115,20 @@ class Snapshot:
             self._free.release()
             raise
 
-    def save(self, path: Path) -> None:
-        if self._shadow is None:
-            raise RuntimeError("no snapshot taken")
+    @contextmanager
+    def held(self) -> Iterator[keras.Model]:
+        """The shadow model, holding the last ``take``, for writing its files;
+        freed for the next ``take`` afterwards."""
         try:
-            save_model(self._shadow, path)
+            if self._shadow is None:
+                raise RuntimeError("no snapshot taken")
+            yield self._shadow
         finally:
             self._free.release()
+
+    def save(self, path: Path) -> None:
+        with self.held() as shadow:
+            save_model(shadow, path)
 
     def release(self) -> None:
         self._free.release()

@@ -16,7 +16,6 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import h5py
 import keras
@@ -72,43 +71,37 @@ def best_model(model: keras.Model, path: Path) -> keras.Model:
     return copy
 
 
-class BestWeights(keras.callbacks.Callback):
-    """Saves the model's weights at each whole epoch that lowers val_loss.
+class BestWeights:
+    """Which recorded epoch has the lowest val_loss so far, and saving its weights.
+
+    The recorder asks ``offer`` on the training thread at each recorded epoch
+    (one cut short by a cancel or a shutdown is not an epoch of the run) and
+    saves from its snapshot of that epoch on its writer thread, so the
+    training thread never waits for the file.
 
     ``initial_epoch``: where this fit starts (0-based, as Keras counts). A
     resumed run keeps the best of the epochs it already has; a run that
-    started over forgets a best from epochs it no longer has.
+    started over (or rewound) forgets a best from epochs it no longer has.
     """
 
-    def __init__(self, path: Path, *, steps_per_epoch: int, initial_epoch: int = 0) -> None:
-        super().__init__()
-        if steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+    def __init__(self, path: Path, *, initial_epoch: int = 0) -> None:
         self.path = path
-        self.steps_per_epoch = steps_per_epoch
         prior = read_best(path)
         self.best = prior if prior is not None and prior.epoch <= initial_epoch else None
-        self._steps = 0
 
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._steps = 0
+    def offer(self, epoch: int, val_loss: float | None) -> Best | None:
+        """The new best if epoch ``epoch`` (1-based) improves on the best; None if not."""
+        if val_loss is None or not math.isfinite(val_loss):
+            return None
+        if self.best is not None and val_loss >= self.best.val_loss:
+            return None
+        self.best = Best(epoch, float(val_loss))
+        return self.best
 
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._steps = batch + 1
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        logs = logs or {}
-        # An epoch cut short (cancel, shutdown) is validated too, but it is not
-        # an epoch of the run: the recorder does not record it either.
-        if self._steps < self.steps_per_epoch or logs.get("val_loss") is None:
-            return
-        val_loss = float(logs["val_loss"])
-        if not math.isfinite(val_loss) or (self.best and val_loss >= self.best.val_loss):
-            return
-        best = Best(epoch + 1, val_loss)
+    def save(self, model: keras.Model, best: Best) -> None:
+        """Write ``model``'s weights as ``best``; a failure is logged: a lost
+        best model must never stop training."""
         try:
-            save_best(self.model, self.path, best)
-        except Exception as exc:  # a lost best model must never stop training
+            save_best(model, self.path, best)
+        except Exception as exc:
             log.warning("could not save the weights of epoch %d: %s", best.epoch, exc)
-            return
-        self.best = best

@@ -10,15 +10,19 @@ the side channel's queue.
 
 At each epoch end, on the training thread, it times the epoch, collects
 every Keras log value plus ``seconds``, ``images_per_sec`` and ``lr`` (and
-the values of any probes) and snapshots the model (a device-side copy). The
-writing happens on the recorder's own writer thread while the next epoch
-trains, in this order: the checkpoint file, then the SQL row (whenever SQL
-says k epochs are done, the epoch-k checkpoint exists, and a resumed task
-can load it), then the epoch event (a client that reads the metrics when the
-event arrives finds the epoch). Batch events take the same thread, so an
-epoch's event still comes before the next epoch's batch events. A write that
-fails stops training at the next epoch boundary with its error; ``close``
-(or the end of fit) waits for every write.
+the values of any probes), decides whether the epoch is the best so far and
+snapshots the model (a device-side copy). The writing happens on the
+recorder's own writer thread while the next epoch trains, in this order: the
+SQL row (``epochs_done`` moves to the epoch: the fence against a stale
+trainer), then the epoch event (a client that reads the metrics when the
+event arrives finds the epoch), then the checkpoint file and the best
+weights. The live view so waits for one SQL commit, not for a model file; a
+worker that dies between the row and the checkpoint leaves SQL one epoch
+ahead of its newest checkpoint, and the resumed run trains that epoch again
+(``runner`` rewinds to the checkpoint). Batch events take the same thread,
+so an epoch's event still comes before the next epoch's batch events. A
+write that fails stops training at the next epoch boundary with its error;
+``close`` (or the end of fit) waits for every write.
 
 A batch point's ``loss`` and ``accuracy`` are means over the steps since the
 previous point of the same epoch, recovered from Keras's running means
@@ -42,6 +46,7 @@ from backend import events, runs
 from backend.db import Database
 from backend.settings import Settings
 from worker.training import artifacts
+from worker.training.best import Best, BestWeights
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +82,7 @@ class RunRecorder(keras.callbacks.Callback):
         train_images: int,
         batch_metrics_every: int,
         probes: Sequence[EpochProbe] = (),
+        best: BestWeights | None = None,
     ) -> None:
         super().__init__()
         if steps_per_epoch < 1 or batch_metrics_every < 1:
@@ -94,6 +100,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.train_images = train_images
         self.every = batch_metrics_every
         self.probes = list(probes)
+        self.best = best
         self.cancelled = False  # True once training was stopped for a cancel
         self.paused = False  # True once training was stopped for a worker shutdown
         self._epoch = 0  # 0-based, as Keras counts
@@ -174,10 +181,11 @@ class RunRecorder(keras.callbacks.Callback):
         )
         for probe in self.probes:
             values.update(_floats(probe(self.model, epoch + 1, logs)))
+        best = self.best.offer(epoch + 1, values.get("val_loss")) if self.best else None
         self._raise_failed_write()
         writer, snapshot = self._started_writer()
         snapshot.take()
-        job = partial(self._commit, snapshot, epoch + 1, values, self._points)
+        job = partial(self._commit, snapshot, epoch + 1, values, self._points, best)
         writer.submit(job, on_drop=snapshot.release)
 
     def _commit(
@@ -186,16 +194,23 @@ class RunRecorder(keras.callbacks.Callback):
         epoch: int,
         values: dict[str, Any],
         points: list[BatchPoint],
+        best: Best | None,
     ) -> None:
-        """On the writer thread: checkpoint, then SQL, then the event."""
-        snapshot.save(artifacts.checkpoint_path(self.settings, self.run_id, epoch))
-        artifacts.prune_checkpoints(self.settings, self.run_id, epoch)
-        with self.db.session() as session:
-            stored = runs.record_epoch(session, self.run_id, epoch, values, points)
-        # A worker that lost its lease (frozen past it) must not put a stale
-        # epoch on the stream either: SQL refused it.
-        if stored:
+        """On the writer thread: SQL, then the event, then the files."""
+        with snapshot.held() as model:
+            with self.db.session() as session:
+                stored = runs.record_epoch(session, self.run_id, epoch, values, points)
+            # A worker that lost its lease (frozen past it) must not put a stale
+            # epoch on the stream, nor its checkpoint on disk: SQL refused it.
+            if not stored:
+                return
             self.publish(events.epoch_event(epoch, values))
+            artifacts.save_model(
+                model, artifacts.checkpoint_path(self.settings, self.run_id, epoch)
+            )
+            artifacts.prune_checkpoints(self.settings, self.run_id, epoch)
+            if best is not None and self.best is not None:
+                self.best.save(model, best)
 
     def _started_writer(self) -> tuple[_Writer, artifacts.Snapshot]:
         if self._writer is None or self._snapshot is None:

@@ -2,8 +2,9 @@
 
 The plain function behind the Celery task, and what tests call directly.
 It re-reads the run from SQL, so a task delivered twice is harmless: a final
-or cancelled run is left alone, and an interrupted one resumes from the
-checkpoint of its last recorded epoch instead of training it again.
+or cancelled run is left alone, and an interrupted one resumes from its
+newest checkpoint (its last recorded epoch, or the one before if the worker
+died before that epoch's file was written) instead of training it again.
 """
 
 from __future__ import annotations
@@ -114,9 +115,9 @@ def _train(
 
     model, initial_epoch = _model(run_id, config, len(manifest.classes), epochs_done, settings)
     if initial_epoch < epochs_done:
-        # No checkpoint to resume from: the curves restart with the model.
+        # The curves go back to the model's epoch (the start, without a checkpoint).
         with db.session() as session:
-            runs.discard_epochs(session, run_id)
+            runs.rewind(session, redis, run_id, initial_epoch)
     # A resumed fit restarts the shuffle's iteration count; a shifted seed
     # keeps its epochs from replaying the first epochs' orders.
     shuffle_seed = config.seed + initial_epoch
@@ -143,13 +144,12 @@ def _train(
             train_images=data.train_images,
             batch_metrics_every=config.batch_metrics_every,
             probes=probes,
+            best=BestWeights(
+                artifacts.run_dir(settings, run_id) / names.BEST_WEIGHTS_FILE,
+                initial_epoch=initial_epoch,
+            ),
         )
-        best = BestWeights(
-            artifacts.run_dir(settings, run_id) / names.BEST_WEIGHTS_FILE,
-            steps_per_epoch=data.train_steps,
-            initial_epoch=initial_epoch,
-        )
-        callbacks: list[keras.callbacks.Callback] = [recorder, best]
+        callbacks: list[keras.callbacks.Callback] = [recorder]
         if config.early_stopping_patience is not None:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -185,16 +185,19 @@ def _model(
 ) -> tuple[keras.Model, int]:
     """The model to fit and the epoch (0-based) to start from."""
     if epochs_done > 0:
-        checkpoint = artifacts.checkpoint_path(settings, run_id, epochs_done)
-        if checkpoint.is_file():
-            log.info("run %s: resuming after epoch %d from %s", run_id, epochs_done, checkpoint)
+        # One short of epochs_done where the worker died between an epoch's
+        # record and its checkpoint (the record comes first).
+        epoch = artifacts.latest_checkpoint(settings, run_id, upto=epochs_done)
+        if epoch:
+            checkpoint = artifacts.checkpoint_path(settings, run_id, epoch)
+            log.info("run %s: resuming after epoch %d from %s", run_id, epoch, checkpoint)
             # Weights, BatchNorm statistics and optimizer state, as they were.
-            return keras.models.load_model(checkpoint), epochs_done
+            return keras.models.load_model(checkpoint), epoch
         log.warning(
-            "run %s: %d epochs recorded but no checkpoint at %s; starting over from epoch 0",
+            "run %s: %d epochs recorded but no checkpoint in %s; starting over from epoch 0",
             run_id,
             epochs_done,
-            checkpoint,
+            artifacts.checkpoint_path(settings, run_id, epochs_done).parent,
         )
     model = compile_model(make_model(config, num_classes), config)
     return model, 0
