@@ -19,6 +19,7 @@ from fastapi import Depends, HTTPException, Request, status
 from redis import Redis
 from sqlalchemy.orm import Session
 
+from backend.api.stream_hub import StreamHub
 from backend.db import Database
 from backend.settings import Settings
 
@@ -32,6 +33,7 @@ class Resources:
     redis: Redis
     aredis: aioredis.Redis
     celery: Celery
+    streams: StreamHub  # the SSE clients' shared readers of run streams
 
 
 def get_resources(request: Request) -> Resources:

@@ -30,6 +30,7 @@ from backend.api.routes import (
     presets,
     runs,
 )
+from backend.api.stream_hub import StreamHub
 from backend.api.token_gate import TokenGate
 from backend.db import Database
 from backend.queue import make_celery
@@ -44,18 +45,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         settings.ensure_dirs()
-        # The SSE loop blocks in XREAD for a few seconds: the socket timeout
-        # must be longer than that block.
+        # SSE reads (the stream hub's and catch-up ones) block in XREAD for a
+        # few seconds: the socket timeout must be longer than that block.
+        aredis = aioredis.from_url(settings.redis_url, socket_timeout=30, socket_connect_timeout=2)
         resources = Resources(
             settings=settings,
             db=Database(settings.sqlalchemy_url),
             redis=Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2),
-            aredis=aioredis.from_url(
-                settings.redis_url, socket_timeout=30, socket_connect_timeout=2
-            ),
+            aredis=aredis,
             celery=make_celery(settings),
+            streams=StreamHub(aredis),
         )
         yield {"resources": resources}
+        await resources.streams.aclose()
         await resources.aredis.aclose()
         resources.redis.close()
         resources.db.dispose()

@@ -111,3 +111,50 @@ def test_with_redis_down_the_epochs_and_the_end_come_from_sql(
     sent = _sse(api.get(f"/api/runs/{run_id}/events").text)
     assert _epochs(sent) == [1, 2, 3, 4]
     assert sent[-1]["status"] == "succeeded"
+
+
+def test_a_rewound_epoch_replaces_the_one_sent_from_sql(
+    api: TestClient, trained, redis_client: Redis
+) -> None:
+    """Epochs 1..3 from SQL (the stream lost its head), then the worker's
+    rewind on the stream: epoch 3 trained again, new values, forwarded."""
+    run_id = trained(epochs=3, final=False)
+    redis_client.flushall()
+    new_three = {"loss": 0.25}
+    for event in (
+        events.status_event("running", resumed_at_epoch=3),
+        events.epoch_event(3, new_three),
+        events.status_event("succeeded", epochs_done=3),
+    ):
+        events.publish(redis_client, run_id, event)
+    sent = _sse(api.get(f"/api/runs/{run_id}/events").text)
+    assert [(e["type"], e.get("epoch"), e.get("loss")) for e in sent] == [
+        ("epoch", 1, 1.0),
+        ("epoch", 2, 0.5),
+        ("epoch", 3, 1 / 3),  # from SQL, before the rewind
+        ("status", None, None),
+        ("epoch", 3, 0.25),  # the stream's: it replaces the one above
+        ("status", None, None),
+    ]
+    assert sent[3]["resumed_at_epoch"] == 3 and sent[-1]["status"] == "succeeded"
+
+
+def test_a_client_resuming_after_a_rewind_gets_the_new_epoch(
+    api: TestClient, trained, database: Database, redis_client: Redis
+) -> None:
+    """A client that holds epochs 1..3 from SQL (``0-3``) comes back after
+    the run rewound to epoch 2 (``runs.rewind``) and trained epoch 3 again."""
+    run_id = trained(epochs=3, final=False)
+    redis_client.flushall()
+    with database.session() as session:
+        runs.rewind(session, redis_client, run_id, 2)
+        runs.record_epoch(session, run_id, 3, {"loss": 0.25}, [])
+        events.publish(redis_client, run_id, events.epoch_event(3, {"loss": 0.25}))
+        runs.finish(session, redis_client, run_id, "succeeded")
+    sent = _sse(api.get(f"/api/runs/{run_id}/events", headers={"Last-Event-ID": "0-3"}).text)
+    assert [(e["type"], e.get("epoch"), e.get("loss")) for e in sent] == [
+        ("status", None, None),
+        ("epoch", 3, 0.25),
+        ("status", None, None),
+    ]
+    assert sent[0]["resumed_at_epoch"] == 3 and sent[-1]["status"] == "succeeded"

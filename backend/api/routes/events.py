@@ -12,6 +12,16 @@ between two of the stream's (lost while Redis was away) is sent from SQL,
 without an id, just before the next one; while Redis does not answer, new
 epochs and the final status come from SQL. A client may so get an epoch
 twice (same number, same values), never miss one.
+
+A run that resumes from a checkpoint older than its last published epoch
+re-trains epochs the stream already had: a ``running`` status with
+``resumed_at_epoch`` = k comes first, then epoch k again, with new values.
+A client may so get an epoch twice with different values: after a
+``running`` status with ``resumed_at_epoch`` = k, the epochs from k on
+replace what it had.
+
+The live tail is read through the process's ``StreamHub`` (one Redis reader
+per followed run, ``backend.api.stream_hub``), which answers as ``XREAD``.
 """
 
 from __future__ import annotations
@@ -118,8 +128,8 @@ class _Feed:
         while True:
             try:
                 block = FINAL_WAIT_MS if over else BLOCK_MS
-                reply: Any = await self.resources.aredis.xread(
-                    {self.key: self.cursor}, count=500, block=block
+                reply: Any = await self.resources.streams.read(
+                    self.key, self.cursor, count=500, block=block
                 )
             except RedisError as exc:
                 log.warning("run %s events: Redis: %s; following SQL", self.run_id, exc)
@@ -159,7 +169,20 @@ class _Feed:
                         yield sse
                     yield _sse(event, self.cursor)
                     return
+                elif event["type"] == "status" and event["status"] == "running":
+                    self._rewind(event.get("resumed_at_epoch"))
                 yield _sse(event, self.cursor)
+
+    def _rewind(self, resumed_at: int | None) -> None:
+        """The run goes on from epoch ``resumed_at`` (None: a first start): what
+        comes from there on is new, even where the client had those epochs."""
+        if resumed_at is None:
+            return
+        resumed_at = int(resumed_at)
+        if self.last_epoch is not None:
+            # Lower only: a client that lacks earlier epochs still gets them filled.
+            self.last_epoch = min(self.last_epoch, resumed_at - 1)
+        self.from_sql = {epoch for epoch in self.from_sql if epoch < resumed_at}
 
     async def _start(self) -> AsyncIterator[ServerSentEvent]:
         """Where the client stands, and SQL's epochs first if the stream lost them."""
