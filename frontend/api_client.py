@@ -7,7 +7,10 @@ UI needs; the frontend does not import backend's Settings, by design.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from collections import OrderedDict
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
@@ -20,6 +23,8 @@ UPLOAD_TIMEOUT_S = 600.0
 # Longer than the API's own wait for a predict worker (CURVELAB_PREDICT_TIMEOUT_S),
 # so that its 504, which says what to do, is what the user reads.
 PREDICT_TIMEOUT_S = 120.0
+# Runs whose last metrics a client keeps, to reuse when the API answers 304.
+KEPT_METRICS = 16
 
 
 class ApiError(Exception):
@@ -72,6 +77,8 @@ class ApiClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
             transport=transport,
         )
+        # One client serves every session of the UI process (``get_client``).
+        self._metrics = _KeptBodies(KEPT_METRICS)
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> ApiClient:
@@ -89,18 +96,21 @@ class ApiClient:
         """One call; the decoded JSON body, or :class:`ApiError`.
 
         ``accept``: error statuses whose body is an answer, not an error."""
+        response = self._send(method, path, accept=accept, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return _json(response)
+
+    def _send(
+        self, method: str, path: str, *, accept: tuple[int, ...] = (), **kwargs: Any
+    ) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise ApiUnreachable(self.base_url, str(exc) or exc.__class__.__name__) from exc
         if response.status_code >= 400 and response.status_code not in accept:
             raise ApiError(response.status_code, _detail(response), _errors(response))
-        if response.status_code == 204 or not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ApiError(response.status_code, "the answer is not JSON") from exc
+        return response
 
     def health(self) -> dict[str, Any]:
         """A degraded API answers 503 with the same body, which says what is down."""
@@ -155,7 +165,19 @@ class ApiClient:
         return dict(self.request("POST", f"/api/runs/{_id(run_id)}/cancel"))
 
     def run_metrics(self, run_id: str) -> dict[str, Any]:
-        return dict(self.request("GET", f"/api/runs/{_id(run_id)}/metrics"))
+        """A live page polls this: the API answers 304 while nothing changed,
+        and the body kept from last time is read again."""
+        kept = self._metrics.get(run_id)
+        headers = {"If-None-Match": kept[0]} if kept else {}
+        response = self._send("GET", f"/api/runs/{_id(run_id)}/metrics", headers=headers)
+        if response.status_code == 304 and kept:
+            self._metrics.put(run_id, *kept)
+            return dict(json.loads(kept[1]))  # new dicts each time: callers may change them
+        body = dict(_json(response))
+        etag = response.headers.get("etag")
+        if etag:
+            self._metrics.put(run_id, etag, response.content)
+        return body
 
     def run_diagnosis(self, run_id: str) -> dict[str, Any]:
         """Findings (most severe first) and the per-epoch gap decomposition."""
@@ -221,8 +243,39 @@ class ApiClient:
         return response.content
 
 
+class _KeptBodies:
+    """The last ETag and body of the ``size`` runs read most recently; thread-safe."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._bodies: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[str, bytes] | None:
+        with self._lock:
+            return self._bodies.get(key)
+
+    def put(self, key: str, etag: str, body: bytes) -> None:
+        with self._lock:
+            self._bodies[key] = (etag, body)
+            self._bodies.move_to_end(key)
+            while len(self._bodies) > self.size:
+                self._bodies.popitem(last=False)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._bodies)
+
+
 def _id(value: str) -> str:
     return quote(value, safe="")
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ApiError(response.status_code, "the answer is not JSON") from exc
 
 
 def _errors(response: httpx.Response) -> list[dict[str, Any]]:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import TypeAdapter
 from redis import Redis
+from sqlalchemy import delete, select, update
 
 from backend import events, runs
-from backend.db import Database
+from backend.api import metrics_reply
+from backend.api.schemas import Metrics
+from backend.db import BatchMetrics, Database, EpochMetrics, Run
 from backend.queue import QUEUE
 from tests.conftest import BOTH_DATABASES
 
@@ -156,3 +162,216 @@ def test_the_schema_documents_the_422_the_api_sends(api: TestClient) -> None:
     assert schema["properties"]["detail"]["type"] == "string"
     assert isinstance(reply["detail"], str) and isinstance(reply["errors"], list)
     assert set(schema["required"]) <= set(reply)
+
+
+# GET /api/runs/{id}/metrics: the rows as stored, an ETag, 304s, a body cache.
+
+STEPS = 4
+
+
+def _values(epoch: int, scale: float = 1.0) -> dict[str, Any]:
+    return {
+        "loss": scale / (epoch + 2),  # long reprs: 0.3333333333333333
+        "val_loss": None,  # a diverged loss is stored as null
+        "lr": 1e-05,
+        "images_per_sec": 400,
+        "λ_probe": [scale, epoch],
+    }
+
+
+def _points(epoch: int, scale: float = 1.0) -> list[tuple[int, float, dict[str, Any]]]:
+    return [
+        ((epoch - 1) * STEPS + s, epoch - 1 + s / STEPS, {"loss": scale * s / 7, "accuracy": 0.5})
+        for s in range(1, STEPS + 1)
+    ]
+
+
+@pytest.fixture
+def recorded_run(api: TestClient, make_dataset_row, database: Database):
+    """A run created through the API with ``epochs`` epochs recorded as the worker does."""
+
+    def make(epochs: int = 3) -> str:
+        reply = api.post("/api/runs", json={"dataset_id": make_dataset_row(), "config": TINY})
+        run_id = str(reply.json()["id"])
+        record(database, run_id, range(1, epochs + 1))
+        return run_id
+
+    return make
+
+
+def record(database: Database, run_id: str, epochs: range, scale: float = 1.0) -> None:
+    with database.session() as session:
+        for epoch in epochs:
+            assert runs.record_epoch(
+                session, run_id, epoch, _values(epoch, scale), _points(epoch, scale)
+            )
+
+
+def rewind(database: Database, run_id: str, to_epoch: int) -> None:
+    """What a resumed run does to the rows past its checkpoint, done by hand."""
+    with database.session() as session:
+        session.execute(
+            delete(EpochMetrics).where(EpochMetrics.run_id == run_id, EpochMetrics.epoch > to_epoch)
+        )
+        session.execute(
+            delete(BatchMetrics).where(BatchMetrics.run_id == run_id, BatchMetrics.epoch > to_epoch)
+        )
+        session.execute(update(Run).where(Run.id == run_id).values(epochs_done=to_epoch))
+        session.commit()
+
+
+def old_reply(database: Database, run_id: str) -> bytes:
+    """What the route answered before it sent bytes: ORM entities, then pydantic."""
+    with database.session() as session:
+        epochs = session.scalars(
+            select(EpochMetrics).where(EpochMetrics.run_id == run_id).order_by(EpochMetrics.epoch)
+        )
+        batches = session.scalars(
+            select(BatchMetrics).where(BatchMetrics.run_id == run_id).order_by(BatchMetrics.step)
+        )
+        model = Metrics(
+            epochs=[{"epoch": row.epoch, **row.values} for row in epochs],
+            batches=[{"step": row.step, "epoch": row.epoch, **row.values} for row in batches],
+        )
+    return TypeAdapter(Metrics).dump_json(model)
+
+
+def test_metrics_are_the_rows_as_the_old_route_answered(
+    api: TestClient, recorded_run, database: Database
+) -> None:
+    run_id = recorded_run(epochs=3)
+    reply = api.get(f"/api/runs/{run_id}/metrics")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.content == old_reply(database, run_id)
+    assert [row["epoch"] for row in reply.json()["epochs"]] == [1, 2, 3]
+    assert reply.json()["batches"][1] == {"step": 2, "epoch": 0.5, "loss": 2 / 7, "accuracy": 0.5}
+    assert reply.json()["epochs"][0]["λ_probe"] == [1.0, 1]
+
+    empty = recorded_run(epochs=0)
+    assert api.get(f"/api/runs/{empty}/metrics").json() == {"epochs": [], "batches": []}
+    missing = api.get(f"/api/runs/{'f' * 32}/metrics")
+    assert (missing.status_code, missing.json()["detail"]) == (404, "run not found")
+
+
+def test_a_nan_that_slipped_into_sql_is_answered_as_null(
+    api: TestClient, recorded_run, database: Database
+) -> None:
+    if database.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's json type refuses NaN: it cannot be stored there")
+    run_id = recorded_run(epochs=0)
+    with database.session() as session:
+        runs.record_epoch(session, run_id, 1, {"loss": float("nan"), "acc": [float("inf")]}, [])
+    reply = api.get(f"/api/runs/{run_id}/metrics")
+    assert reply.status_code == 200
+    assert reply.json()["epochs"] == [{"epoch": 1, "loss": None, "acc": [None]}]
+    assert reply.content == old_reply(database, run_id)
+
+
+def test_metrics_etag_is_stable_and_a_matching_if_none_match_is_a_304(
+    api: TestClient, recorded_run
+) -> None:
+    url = f"/api/runs/{recorded_run(epochs=2)}/metrics"
+    first, second = api.get(url), api.get(url)
+    etag = first.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"') and len(etag) > 10
+    assert second.headers["etag"] == etag and second.content == first.content
+    assert first.headers["cache-control"] == "no-cache"
+
+    for header in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        unchanged = api.get(url, headers={"If-None-Match": header})
+        assert unchanged.status_code == 304, header
+        assert unchanged.content == b""
+        assert unchanged.headers["etag"] == etag
+        assert unchanged.headers["cache-control"] == "no-cache"
+    for header in ('"other"', etag.strip('"'), ""):
+        assert api.get(url, headers={"If-None-Match": header}).status_code == 200, header
+
+
+def test_a_recorded_epoch_changes_the_etag(
+    api: TestClient, recorded_run, database: Database
+) -> None:
+    run_id = recorded_run(epochs=2)
+    url = f"/api/runs/{run_id}/metrics"
+    etag = api.get(url).headers["etag"]
+    record(database, run_id, range(3, 4))
+    reply = api.get(url, headers={"If-None-Match": etag})
+    assert reply.status_code == 200
+    assert reply.headers["etag"] != etag
+    assert [row["epoch"] for row in reply.json()["epochs"]] == [1, 2, 3]
+    assert reply.content == old_reply(database, run_id)
+
+
+def test_a_rewound_run_rerecorded_with_other_values_gets_a_new_etag(
+    api: TestClient, recorded_run, database: Database
+) -> None:
+    run_id = recorded_run(epochs=3)
+    url = f"/api/runs/{run_id}/metrics"
+
+    def rerecord(epoch: int, values: dict[str, Any], points: list[Any]) -> None:
+        rewind(database, run_id, to_epoch=epoch - 1)
+        with database.session() as session:
+            assert runs.record_epoch(session, run_id, epoch, values, points)
+
+    before = api.get(url)
+    # Same epoch numbers, steps and row counts; only an epoch's values differ.
+    rerecord(3, _values(3, scale=2.0), _points(3))
+    after = api.get(url, headers={"If-None-Match": before.headers["etag"]})
+    assert after.status_code == 200
+    assert after.headers["etag"] != before.headers["etag"]
+    assert len(after.json()["batches"]) == len(before.json()["batches"])
+    assert after.json()["epochs"][2]["loss"] == 2.0 / 5
+    assert after.content == old_reply(database, run_id)
+
+    # Only a batch point differs.
+    points = [(step, at, {**vals, "accuracy": 0.25}) for step, at, vals in _points(3)]
+    rerecord(3, _values(3, scale=2.0), points)
+    last = api.get(url, headers={"If-None-Match": after.headers["etag"]})
+    assert last.status_code == 200
+    assert last.json()["batches"][-1]["accuracy"] == 0.25
+    assert last.content == old_reply(database, run_id)
+
+    # The same rows again: the same bytes, so the same ETag.
+    rerecord(3, _values(3, scale=2.0), points)
+    assert api.get(url, headers={"If-None-Match": last.headers["etag"]}).status_code == 304
+
+
+def test_an_unchanged_run_is_encoded_once(
+    api: TestClient, recorded_run, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[int] = []
+    encode = metrics_reply.StoredMetrics.body
+
+    def counted(self: metrics_reply.StoredMetrics) -> bytes:
+        built.append(len(self.epochs))
+        return encode(self)
+
+    monkeypatch.setattr(metrics_reply.StoredMetrics, "body", counted)
+    run_id = recorded_run(epochs=2)
+    url = f"/api/runs/{run_id}/metrics"
+    bodies = {api.get(url).content for _ in range(3)}
+    assert built == [2] and len(bodies) == 1
+    record(database, run_id, range(3, 4))
+    assert len(api.get(url).json()["epochs"]) == 3
+    assert built == [2, 3]
+    assert api.get(url, headers={"If-None-Match": api.get(url).headers["etag"]}).status_code == 304
+    assert built == [2, 3]
+
+
+def test_the_body_cache_keeps_the_runs_read_last(
+    api: TestClient, recorded_run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = metrics_reply.BodyCache(max_runs=2)
+    monkeypatch.setattr(metrics_reply, "BODIES", cache)
+    first, second, third = (recorded_run(epochs=1) for _ in range(3))
+    for run_id in (first, second, first, third):  # ``second`` is the least recent
+        api.get(f"/api/runs/{run_id}/metrics")
+    assert len(cache) == 2
+    assert set(cache._bodies) == {first, third}
+
+
+def test_the_schema_still_documents_metrics_and_the_304(api: TestClient) -> None:
+    operation = api.get("/openapi.json").json()["paths"]["/api/runs/{run_id}/metrics"]["get"]
+    ok = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok == {"$ref": "#/components/schemas/Metrics"}
+    assert "304" in operation["responses"]

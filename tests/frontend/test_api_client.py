@@ -8,7 +8,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
+from frontend import api_client
 from frontend.api_client import ApiClient, ApiError, ApiUnreachable
+from tests.frontend.conftest import LiveApi
 
 
 def client_for(
@@ -105,4 +107,102 @@ def test_timeouts_are_set() -> None:
     client = ApiClient("http://api.test")
     timeout = client._http.timeout
     assert timeout.connect == 3.0 and timeout.read == 10.0
+    client.close()
+
+
+# Metrics polled with If-None-Match: a 304 reuses the body kept from last time.
+
+
+def metrics_api(bodies: dict[str, list[dict]]) -> tuple[ApiClient, list[httpx.Request]]:
+    """A fake API serving ``bodies[run id][-1]`` with an ETag, 304 when it matches."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        run_id = request.url.path.split("/")[3]
+        version = len(bodies[run_id])
+        etag = f'"{run_id}-{version}"'
+        if request.headers.get("if-none-match") == etag:
+            return httpx.Response(304, headers={"ETag": etag})
+        return httpx.Response(200, json=bodies[run_id][-1], headers={"ETag": etag})
+
+    return client_for(handler), seen
+
+
+def test_metrics_send_the_last_etag_and_reuse_the_body_on_304() -> None:
+    first = {"epochs": [{"epoch": 1, "loss": 0.5}], "batches": []}
+    bodies = {"r1": [first]}
+    client, seen = metrics_api(bodies)
+    assert client.run_metrics("r1") == first
+    assert "if-none-match" not in seen[0].headers
+
+    reused = client.run_metrics("r1")
+    assert seen[1].headers["if-none-match"] == '"r1-1"'
+    assert reused == first
+
+    second = {"epochs": [*first["epochs"], {"epoch": 2, "loss": 0.25}], "batches": []}
+    bodies["r1"].append(second)
+    assert client.run_metrics("r1") == second
+    assert seen[2].headers["if-none-match"] == '"r1-1"'
+    assert client.run_metrics("r1") == second
+    assert seen[3].headers["if-none-match"] == '"r1-2"'
+
+
+def test_a_reused_body_is_a_new_copy_each_time() -> None:
+    client, _ = metrics_api({"r1": [{"epochs": [{"epoch": 1}], "batches": []}]})
+    client.run_metrics("r1")["epochs"].append({"epoch": 99})  # a caller that changes its copy
+    reused = client.run_metrics("r1")
+    reused["epochs"][0]["epoch"] = 42
+    assert client.run_metrics("r1") == {"epochs": [{"epoch": 1}], "batches": []}
+
+
+def test_kept_metrics_are_per_run_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(api_client, "KEPT_METRICS", 2)
+    client, seen = metrics_api({r: [{"epochs": [], "batches": [], "run": r}] for r in "abc"})
+    for run_id in "abcb":
+        client.run_metrics(run_id)
+    tags = [request.headers.get("if-none-match") for request in seen]
+    assert tags == [None, None, None, '"b-1"']
+    assert len(client._metrics) == 2
+    client.run_metrics("a")  # the least recent: no longer kept
+    assert seen[-1].headers.get("if-none-match") is None
+
+
+def test_metrics_without_an_etag_are_not_kept() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"epochs": [], "batches": []})
+
+    client = client_for(handler)
+    client.run_metrics("r1")
+    client.run_metrics("r1")
+    assert "if-none-match" not in seen[1].headers and len(client._metrics) == 0
+
+
+class CountingTransport(httpx.HTTPTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: list[int] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.statuses.append(response.status_code)
+        return response
+
+
+def test_the_real_api_answers_the_clients_poll_with_304(live_api: LiveApi) -> None:
+    dataset = live_api.upload_dataset(num_classes=2, per_class=2)
+    run = live_api.create_run(dataset["id"], {"image_size": [16, 16], "filters": [4], "epochs": 4})
+    live_api.train_fake_epochs(run["id"], 2, final=None)
+    transport = CountingTransport()
+    client = ApiClient(live_api.url, transport=transport)
+    first = client.run_metrics(run["id"])
+    again = client.run_metrics(run["id"])
+    assert transport.statuses == [200, 304] and again == first
+    live_api.train_fake_epochs(run["id"], 1, final=None)
+    grown = client.run_metrics(run["id"])
+    assert transport.statuses[-1] == 200
+    assert [row["epoch"] for row in grown["epochs"]] == [1, 2, 3]
     client.close()

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Header, HTTPException, Response, status
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from backend import runs
+from backend.api import metrics_reply
 from backend.api.deps import ResourcesDep, SessionDep, is_server_id
 from backend.api.schemas import Metrics, RunCreate, RunPublic
 from backend.db import Dataset, Run
@@ -78,10 +79,22 @@ def cancel_run(run_id: str, session: SessionDep, resources: ResourcesDep) -> Run
         ) from exc
 
 
-@router.get("/{run_id}/metrics", response_model=Metrics)
-def run_metrics(run_id: str, session: SessionDep) -> Metrics:
+@router.get(
+    "/{run_id}/metrics",
+    response_model=Metrics,
+    responses={304: {"description": "Not modified: the If-None-Match ETag is current."}},
+)
+def run_metrics(
+    run_id: str, session: SessionDep, if_none_match: Annotated[str | None, Header()] = None
+) -> Response:
     """Every finished epoch (1-based) and the streamed batch points, from SQL."""
     get_run(session, run_id)
-    return Metrics(
-        epochs=runs.epoch_rows(session, run_id), batches=runs.batch_rows(session, run_id)
-    )
+    stored = metrics_reply.stored_metrics(session, run_id)
+    # Viewers poll: they must ask again each time, and usually hear "unchanged".
+    headers = {"ETag": stored.etag, "Cache-Control": "no-cache"}
+    if metrics_reply.etag_matches(if_none_match, stored.etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    # Already the Metrics JSON: returned as bytes, it skips a validation that
+    # would only copy the rows' dicts.
+    body = metrics_reply.BODIES.body(run_id, stored)
+    return Response(body, media_type="application/json", headers=headers)
