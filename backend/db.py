@@ -23,8 +23,11 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    inspect,
 )
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeDecorator
 
 
@@ -82,6 +85,9 @@ class Run(Base):
     epochs_done: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     resumed_at_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Moves with every change to the run's metric rows (backend.runs): the
+    # version GET /metrics's ETag and body cache name.
+    metrics_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -134,12 +140,41 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def add_new_columns(engine: Engine) -> None:
+    """Add the columns a table gained since its database was made.
+
+    ``create_all`` makes missing tables, never missing columns: a data dir of
+    an earlier version would fail at its first query. Additive only: a column
+    added later must be nullable or have a server default."""
+    inspector = inspect(engine)
+    for table in Base.metadata.sorted_tables:
+        have = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if column.primary_key or (not column.nullable and column.server_default is None):
+                raise RuntimeError(
+                    f"the database lacks {table.name}.{column.name}, which cannot be added "
+                    "to existing rows: start from a new database (or add it by hand)"
+                )
+            ddl = CreateColumn(column).compile(dialect=engine.dialect)
+            try:
+                with engine.begin() as connection:
+                    connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
+            except (OperationalError, ProgrammingError):
+                # The API and a worker starting at once: the other one added it.
+                names = {c["name"] for c in inspect(engine).get_columns(table.name)}
+                if column.name not in names:
+                    raise
+
+
 class Database:
     """An engine and its session factory; tables are created on first use."""
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
         Base.metadata.create_all(self.engine)
+        add_new_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -1,5 +1,8 @@
 """A run's life in SQL and on its event stream: one place for every transition.
 
+The only writer of a run's metric rows, too: every change to them moves
+``Run.metrics_version`` in the same transaction (GET /metrics keys on it).
+
 The API creates and cancels runs; the worker marks them running, records
 epochs and finishes them. Each status change is written to SQL first (the
 record), then published to the run's stream (the live view); a Redis failure
@@ -88,7 +91,9 @@ def record_epoch(
     decides, so two writers of the same epoch cannot both pass.
     """
     moved = session.execute(
-        update(Run).where(Run.id == run_id, Run.epochs_done < epoch).values(epochs_done=epoch)
+        update(Run)
+        .where(Run.id == run_id, Run.epochs_done < epoch)
+        .values(epochs_done=epoch, metrics_version=Run.metrics_version + 1)
     )
     if not getattr(moved, "rowcount", 0):
         session.rollback()
@@ -165,12 +170,15 @@ def rewind(session: Session, redis: Redis | None, run_id: str, epoch: int) -> No
     session.execute(
         delete(BatchMetrics).where(BatchMetrics.run_id == run_id, BatchMetrics.epoch > epoch)
     )
-    run = session.get(Run, run_id)
-    if run is None:
-        session.commit()
-        return
-    run.epochs_done = epoch
-    run.resumed_at_epoch = epoch + 1 if epoch > 0 else None
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(
+            epochs_done=epoch,
+            resumed_at_epoch=epoch + 1 if epoch > 0 else None,
+            metrics_version=Run.metrics_version + 1,
+        )
+    )
     session.commit()
     publish_quietly(redis, run_id, events.status_event("running", resumed_at_epoch=epoch + 1))
 

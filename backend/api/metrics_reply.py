@@ -1,96 +1,71 @@
 """The body of ``GET /api/runs/{id}/metrics``, its ETag, and a small cache of bodies.
 
 A run page polls its run's metrics every two seconds, often from several
-viewers at once. Each poll reads the run's rows as stored (the JSON column
-as text, never decoded) and digests them: that digest is the ETag. So the
-ETag changes whenever a row is added, removed or rewritten, a resumed run
-that re-records an epoch with other values included, and the body built
-from those same rows is the one the ETag names. The tables key rows by
-(run, epoch) and (run, step) and have no change counter, so nothing
-cheaper than the rows themselves could tell a rewritten epoch apart.
-
-Decoding the rows and encoding the body is the expensive part; it happens
-once per run and version, then the bytes come from ``BODIES``.
+viewers at once. ``Run.metrics_version`` moves with every change to the
+run's metric rows (``backend.runs`` is the one place that writes them), so
+the run's row alone names the version: the ETag, and the key of the cached
+body. A poll of an unchanged run reads that one row and answers 304, or the
+bytes from ``BODIES``; only a new version reads the rows (the JSON column as
+text, parsed in one call) and encodes them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 from pydantic_core import from_json, to_json
 from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
-from backend.db import BatchMetrics, EpochMetrics
+from backend.db import BatchMetrics, EpochMetrics, Run
 
 CACHED_RUNS = 64
-# Part of every ETag: change it when ``body`` writes other bytes for the same
-# rows, or clients keep the old bytes through their 304s.
-BODY_FORMAT = b"metrics/1"
+# Part of every ETag: change it when ``encode`` writes other bytes for the
+# same rows, or clients keep the old bytes through their 304s.
+BODY_FORMAT = "metrics-1"
 
 
-@dataclass(frozen=True)
-class StoredMetrics:
-    """A run's metric rows as the database holds them."""
-
-    epochs: list[tuple[int, str]]  # (epoch, values as JSON text)
-    batches: list[tuple[int, float, str]]  # (step, fractional epoch, values as JSON text)
-
-    @cached_property
-    def etag(self) -> str:
-        digest = hashlib.blake2b(BODY_FORMAT, digest_size=16)
-        digest.update(b"\x1d")
-        digest.update("\x1e".join(f"{epoch}\x1f{text}" for epoch, text in self.epochs).encode())
-        digest.update(b"\x1d")
-        digest.update(
-            "\x1e".join(f"{step}\x1f{at!r}\x1f{text}" for step, at, text in self.batches).encode()
-        )
-        return f'"{digest.hexdigest()}"'
-
-    def body(self) -> bytes:
-        """The ``Metrics`` JSON, each row's values after its key columns: the
-        bytes pydantic wrote for the route's model, NaN and infinity as null."""
-        epoch_values = _parse_all(text for _, text in self.epochs)
-        batch_values = _parse_all(text for _, _, text in self.batches)
-        reply = {
-            "epochs": [
-                {"epoch": epoch, **values}
-                for (epoch, _), values in zip(self.epochs, epoch_values, strict=True)
-            ],
-            "batches": [
-                {"step": step, "epoch": at, **values}
-                for (step, at, _), values in zip(self.batches, batch_values, strict=True)
-            ],
-        }
-        return to_json(reply, inf_nan_mode="null")
+def etag(run: Run) -> str:
+    # Run ids are unique for good (uuid4), versions only go up.
+    return f'"{BODY_FORMAT}.{run.id}.{run.metrics_version}"'
 
 
-def stored_metrics(session: Session, run_id: str) -> StoredMetrics:
-    """Columns only, the values as text: no entities, no JSON decoding."""
+def encode(session: Session, run_id: str) -> bytes:
+    """The ``Metrics`` JSON, each row's values after its key columns: the
+    bytes pydantic wrote for the route's model, NaN and infinity as null."""
     epochs = session.execute(
         select(EpochMetrics.epoch, cast(EpochMetrics.values, Text))
         .where(EpochMetrics.run_id == run_id)
         .order_by(EpochMetrics.epoch)
-    ).tuples()
+    ).all()
     batches = session.execute(
         select(BatchMetrics.step, BatchMetrics.epoch, cast(BatchMetrics.values, Text))
         .where(BatchMetrics.run_id == run_id)
         .order_by(BatchMetrics.step)
-    ).tuples()
-    return StoredMetrics(epochs=list(epochs), batches=list(batches))
+    ).all()
+    epoch_values = _parse_all(text for _, text in epochs)
+    batch_values = _parse_all(text for _, _, text in batches)
+    reply = {
+        "epochs": [
+            {"epoch": epoch, **values}
+            for (epoch, _), values in zip(epochs, epoch_values, strict=True)
+        ],
+        "batches": [
+            {"step": step, "epoch": at, **values}
+            for (step, at, _), values in zip(batches, batch_values, strict=True)
+        ],
+    }
+    return to_json(reply, inf_nan_mode="null")
 
 
 class BodyCache:
     """The latest body of each of the ``max_runs`` runs read most recently.
 
     Thread-safe: FastAPI runs sync routes in a thread pool. Two threads that
-    miss the same run at once both build the body; the result is the same."""
+    miss the same run at once both encode it; the result is the same."""
 
     def __init__(self, max_runs: int = CACHED_RUNS) -> None:
         if max_runs < 1:
@@ -99,17 +74,21 @@ class BodyCache:
         self._bodies: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def body(self, run_id: str, stored: StoredMetrics) -> bytes:
-        etag = stored.etag
+    def body(self, session: Session, run: Run) -> bytes:
+        """The run's body at its version: from the cache, or encoded and kept.
+        ``run`` was read in ``session``'s transaction: on SQLite the rows are
+        read in the same snapshot; elsewhere they may be newer, never older,
+        which the next version's poll replaces."""
+        tag = etag(run)
         with self._lock:
-            cached = self._bodies.get(run_id)
-            if cached is not None and cached[0] == etag:
-                self._bodies.move_to_end(run_id)
+            cached = self._bodies.get(run.id)
+            if cached is not None and cached[0] == tag:
+                self._bodies.move_to_end(run.id)
                 return cached[1]
-        body = stored.body()
+        body = encode(session, run.id)
         with self._lock:
-            self._bodies[run_id] = (etag, body)
-            self._bodies.move_to_end(run_id)
+            self._bodies[run.id] = (tag, body)
+            self._bodies.move_to_end(run.id)
             while len(self._bodies) > self.max_runs:
                 self._bodies.popitem(last=False)
         return body
@@ -120,15 +99,15 @@ class BodyCache:
 
 
 BODIES = BodyCache()
-"""The process's cache; keyed by run and ETag, so it is never stale."""
+"""The process's cache; keyed by run and version, so it is never stale."""
 
 
-def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """``If-None-Match`` names ``etag`` (weak comparison, RFC 9110 13.1.2)."""
+def etag_matches(if_none_match: str | None, tag: str) -> bool:
+    """``If-None-Match`` names ``tag`` (weak comparison, RFC 9110 13.1.2)."""
     if not if_none_match:
         return False
-    tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
-    return "*" in tags or etag in tags
+    tags = {candidate.strip().removeprefix("W/") for candidate in if_none_match.split(",")}
+    return "*" in tags or tag in tags
 
 
 def _parse_all(texts: Iterable[str]) -> list[Any]:

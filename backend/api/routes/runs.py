@@ -88,13 +88,13 @@ def run_metrics(
     run_id: str, session: SessionDep, if_none_match: Annotated[str | None, Header()] = None
 ) -> Response:
     """Every finished epoch (1-based) and the streamed batch points, from SQL."""
-    get_run(session, run_id)
-    stored = metrics_reply.stored_metrics(session, run_id)
+    run = get_run(session, run_id)
+    tag = metrics_reply.etag(run)
     # Viewers poll: they must ask again each time, and usually hear "unchanged".
-    headers = {"ETag": stored.etag, "Cache-Control": "no-cache"}
-    if metrics_reply.etag_matches(if_none_match, stored.etag):
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    if metrics_reply.etag_matches(if_none_match, tag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     # Already the Metrics JSON: returned as bytes, it skips a validation that
     # would only copy the rows' dicts.
-    body = metrics_reply.BODIES.body(run_id, stored)
+    body = metrics_reply.BODIES.body(session, run)
     return Response(body, media_type="application/json", headers=headers)
