@@ -6,7 +6,8 @@ on loopback; 20 concurrent httpx clients request the metrics for a few
 seconds, three ways:
 
 - polling one run, as a run page's viewers do: after the first request the
-  body comes from the API's body cache, behind a read of the rows as text;
+  body comes from the API's body cache, behind a read of the run's row (its
+  ``metrics_version``);
 - the same with ``If-None-Match``, as the UI's client polls: 304s, no body;
 - a different run each request, cycling through twice as many copies of the
   run as the body cache holds: every body decoded and encoded anew.
