@@ -88,6 +88,9 @@ class Run(Base):
     # Moves with every change to the run's metric rows (backend.runs): the
     # version GET /metrics's ETag and body cache name.
     metrics_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # One more for each delivery that starts training the run (runs.mark_running):
+    # the fencing token its epochs are recorded under.
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

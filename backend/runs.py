@@ -66,6 +66,7 @@ def mark_running(session: Session, redis: Redis | None, run_id: str) -> Run | No
         return None
     resumed = run.status == "running" or run.epochs_done > 0
     run.status = "running"
+    run.attempt += 1  # a trainer of an earlier delivery can record no more
     run.started_at = run.started_at or utcnow()
     if resumed:
         run.resumed_at_epoch = run.epochs_done + 1
@@ -81,23 +82,32 @@ def record_epoch(
     epoch: int,
     values: dict[str, Any],
     batches: list[tuple[int, float, dict[str, Any]]],
+    attempt: int | None = None,
 ) -> bool:
     """Store one finished epoch and its batch points in one transaction.
 
-    Epochs only go forward: an epoch at or below the run's ``epochs_done`` is
-    refused (False). That is the fence against a stale trainer, one frozen
-    past its lease while another worker took the run on (worker/lease.py):
-    its late epoch never overwrites the newer ones. One conditional UPDATE
-    decides, so two writers of the same epoch cannot both pass.
+    Refused (False) unless the epoch is past the run's ``epochs_done`` and
+    ``attempt`` is the run's (``mark_running`` counts the deliveries that
+    train it; None: rows written outside a worker, as tests and benchmarks
+    do). That is the fence against a stale trainer, one frozen past its
+    lease while another worker took the run on (worker/lease.py): none of
+    its late epochs is stored, nor, the recorder writing files only after
+    SQL took the epoch, its checkpoint. One conditional UPDATE decides, so
+    two writers of the same epoch cannot both pass.
     """
+    fence = [Run.id == run_id, Run.epochs_done < epoch]
+    if attempt is not None:
+        fence.append(Run.attempt == attempt)
     moved = session.execute(
-        update(Run)
-        .where(Run.id == run_id, Run.epochs_done < epoch)
-        .values(epochs_done=epoch, metrics_version=Run.metrics_version + 1)
+        update(Run).where(*fence).values(epochs_done=epoch, metrics_version=Run.metrics_version + 1)
     )
     if not getattr(moved, "rowcount", 0):
         session.rollback()
-        log.warning("run %s: epoch %d is behind the record; not stored", run_id, epoch)
+        log.warning(
+            "run %s: epoch %d is behind the record or of an earlier delivery; not stored",
+            run_id,
+            epoch,
+        )
         return False
     # Rows of an interrupted attempt at this epoch (none in the usual case).
     session.execute(

@@ -189,8 +189,12 @@ def _recorder(config: TrainConfig, images: int, folder: Path) -> RunRecorder:
         session.add(dataset)
         session.commit()
         run_id = runs.create_run(session, dataset, config, "gpu benchmark").id
+        run = runs.mark_running(session, None, run_id)  # as the worker starts it
+        assert run is not None
+        attempt = run.attempt
     return RunRecorder(
         run_id=run_id,
+        attempt=attempt,
         settings=settings,
         db=db,
         publish=lambda _event: None,

@@ -374,7 +374,7 @@ def test_the_schema_still_documents_metrics_and_the_304(api: TestClient) -> None
     assert "304" in operation["responses"]
 
 
-def test_a_database_of_an_earlier_version_gains_the_new_column(
+def test_a_database_of_an_earlier_version_gains_the_new_columns(
     settings: Settings, make_dataset_row, database: Database
 ) -> None:
     with database.session() as session:
@@ -382,12 +382,13 @@ def test_a_database_of_an_earlier_version_gains_the_new_column(
         assert dataset is not None
         run_id = runs.create_run(session, dataset, TrainConfig(**TINY), None).id
     with database.engine.begin() as connection:
-        connection.exec_driver_sql("ALTER TABLE runs DROP COLUMN metrics_version")
+        for column in ("metrics_version", "attempt"):
+            connection.exec_driver_sql(f"ALTER TABLE runs DROP COLUMN {column}")
     reopened = Database(settings.sqlalchemy_url)  # as the API or a worker starting up
     try:
         with reopened.session() as session:
             run = session.get(Run, run_id)
-            assert run is not None and run.metrics_version == 0
+            assert run is not None and (run.metrics_version, run.attempt) == (0, 0)
             assert runs.record_epoch(session, run_id, 1, {"loss": 1.0}, [])
             session.refresh(run)
             assert run.metrics_version == 1

@@ -3,9 +3,12 @@ suite's Redis and SQL, with a clock the test moves."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from redis import Redis
 
-from backend import events, runs
+from backend import artifacts, events, runs
 from backend.db import Database
 from backend.queue import QUEUE, make_celery
 from backend.settings import Settings
@@ -13,6 +16,7 @@ from tests.conftest import wait_for
 from tests.worker.conftest import MakeRun, get_run, set_run, stream
 from worker.lease import LeaseTiming, RunLease
 from worker.sweeper import LeaseSweeper
+from worker.training.runner import run_training
 
 FAST = LeaseTiming(renew_s=0.05, ttl_s=0.5, sweep_s=0.05, grace_s=1.0)
 
@@ -105,3 +109,46 @@ def test_an_epoch_behind_the_record_is_refused(database: Database, make_run: Mak
         assert not runs.record_epoch(session, run_id, 2, {"loss": 9.0}, [])
         assert [row["loss"] for row in runs.epoch_rows(session, run_id)] == [1.0, 0.5]
     assert get_run(database, run_id).epochs_done == 2
+
+
+def test_a_trainer_of_an_earlier_delivery_records_nothing(
+    database: Database, make_run: MakeRun
+) -> None:
+    run_id = make_run()
+    with database.session() as session:
+        first = runs.mark_running(session, None, run_id)
+        assert first is not None
+        stale = first.attempt
+        assert runs.record_epoch(session, run_id, 1, {"loss": 1.0}, [], attempt=stale)
+        # Another worker took the run on and started it again from epoch 1's
+        # checkpoint; the first trainer, frozen meanwhile, wakes at epoch 2.
+        second = runs.mark_running(session, None, run_id)
+        assert second is not None and second.attempt == stale + 1
+        assert not runs.record_epoch(session, run_id, 2, {"loss": 9.0}, [], attempt=stale)
+        assert runs.record_epoch(session, run_id, 2, {"loss": 0.5}, [], attempt=stale + 1)
+        assert [row["loss"] for row in runs.epoch_rows(session, run_id)] == [1.0, 0.5]
+
+
+def test_a_superseded_trainer_writes_no_row_event_or_checkpoint(
+    settings: Settings,
+    database: Database,
+    redis_client: Redis,
+    make_run: MakeRun,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run_id = make_run(epochs=3)
+    real_record = runs.record_epoch
+
+    def record(session: Any, run: str, epoch: int, *args: Any, **kwargs: Any) -> bool:
+        if epoch == 2:  # another delivery starts training the run now
+            with database.session() as other:
+                runs.mark_running(other, None, run)
+        return real_record(session, run, epoch, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "record_epoch", record)
+    run_training(run_id, settings, database, redis_client)
+    with database.session() as session:
+        assert [row["epoch"] for row in runs.epoch_rows(session, run_id)] == [1]
+    assert [e["epoch"] for e in stream(redis_client, run_id) if e["type"] == "epoch"] == [1]
+    checkpoints = settings.runs_dir / run_id / artifacts.CHECKPOINTS
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["epoch-0001.keras"]

@@ -183,9 +183,9 @@ def test_each_epoch_is_written_sql_then_event_then_checkpoint(
             (step, epoch, checkpoint.is_file(), epoch_numbers(database, run_id), published[:])
         )
 
-    def record(session: Any, run: str, epoch: int, *args: Any) -> bool:
+    def record(session: Any, run: str, epoch: int, *args: Any, **kwargs: Any) -> bool:
         look("sql", epoch)
-        return real_record(session, run, epoch, *args)
+        return real_record(session, run, epoch, *args, **kwargs)
 
     def save(model: keras.Model, path: Path) -> None:
         if path.parent.name == "checkpoints":

@@ -72,6 +72,7 @@ class RunRecorder(keras.callbacks.Callback):
         self,
         *,
         run_id: str,
+        attempt: int | None,
         settings: Settings,
         db: Database,
         publish: Callable[[dict[str, Any]], None],
@@ -88,6 +89,9 @@ class RunRecorder(keras.callbacks.Callback):
         if steps_per_epoch < 1 or batch_metrics_every < 1:
             raise ValueError("steps_per_epoch and batch_metrics_every must be at least 1")
         self.run_id = run_id
+        # The delivery this fit belongs to (Run.attempt): SQL takes its epochs
+        # only while no later delivery started training the run.
+        self.attempt = attempt
         self.settings = settings
         self.db = db
         self.publish = publish
@@ -199,7 +203,9 @@ class RunRecorder(keras.callbacks.Callback):
         """On the writer thread: SQL, then the event, then the files."""
         with snapshot.held() as model:
             with self.db.session() as session:
-                stored = runs.record_epoch(session, self.run_id, epoch, values, points)
+                stored = runs.record_epoch(
+                    session, self.run_id, epoch, values, points, attempt=self.attempt
+                )
             # A worker that lost its lease (frozen past it) must not put a stale
             # epoch on the stream, nor its checkpoint on disk: SQL refused it.
             if not stored:

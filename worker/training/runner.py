@@ -64,10 +64,13 @@ def run_training(
             current = session.get(Run, run_id)
             return current.status if current is not None else "missing"
         stored_config, dataset_id, epochs_done = run.config, run.dataset_id, run.epochs_done
+        attempt = run.attempt
     try:
         config = TrainConfig.model_validate(stored_config)
         stop = _Either(*(event for event in (pause, lost) if event is not None))
-        outcome = _train(run_id, config, dataset_id, epochs_done, settings, db, redis, stop)
+        outcome = _train(
+            run_id, attempt, config, dataset_id, epochs_done, settings, db, redis, stop
+        )
         if lost is not None and lost.is_set():
             return "lost"
         if outcome == "interrupted":
@@ -92,6 +95,7 @@ def run_training(
 
 def _train(
     run_id: str,
+    attempt: int,
     config: TrainConfig,
     dataset_id: str | None,
     epochs_done: int,
@@ -134,6 +138,7 @@ def _train(
     with SideChannel(redis, run_id, maxlen=settings.stream_maxlen) as side:
         recorder = RunRecorder(
             run_id=run_id,
+            attempt=attempt,
             settings=settings,
             db=db,
             publish=side.publish,
