@@ -80,7 +80,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-None-Match"],
+            # A page on another origin revalidates GET /metrics with it.
+            expose_headers=["ETag"],
         )
     app.add_exception_handler(RequestValidationError, _validation_error)
 

@@ -167,6 +167,9 @@ def test_cors_only_for_the_configured_origins(settings: Settings) -> None:
 
         reply = client.get("/api/datasets", headers=BEARER | {"Origin": allowed})
         assert reply.headers["access-control-allow-origin"] == allowed
+        # A page there revalidates the metrics it polls.
+        assert "if-none-match" in preflight.headers["access-control-allow-headers"].lower()
+        assert reply.headers["access-control-expose-headers"].lower() == "etag"
         other = client.get("/api/datasets", headers=BEARER | {"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
 
