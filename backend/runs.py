@@ -194,17 +194,33 @@ def rewind(session: Session, redis: Redis | None, run_id: str, epoch: int) -> No
 
 
 def finish(
-    session: Session, redis: Redis | None, run_id: str, status: str, error: str | None = None
-) -> None:
+    session: Session,
+    redis: Redis | None,
+    run_id: str,
+    status: str,
+    error: str | None = None,
+    attempt: int | None = None,
+) -> bool:
+    """Mark the run final and say so on its stream. With ``attempt`` (a
+    worker's delivery, see ``record_epoch``), only while no later delivery
+    started training it: False, and nothing written, otherwise."""
     if status not in events.FINAL_STATUSES:
         raise ValueError(f"{status!r} is not a final status")
+    fence = [Run.id == run_id]
+    if attempt is not None:
+        fence.append(Run.attempt == attempt)
+    changed = session.execute(
+        update(Run).where(*fence).values(status=status, error=error, finished_at=utcnow())
+    )
+    session.commit()
+    if not getattr(changed, "rowcount", 0):
+        if attempt is not None and session.get(Run, run_id) is not None:
+            log.warning("run %s: a later delivery trains it; not marked %s", run_id, status)
+        return False
     run = session.get(Run, run_id)
     if run is None:
-        return
-    run.status = status
-    run.error = error
-    run.finished_at = utcnow()
-    session.commit()
+        return False
+    session.refresh(run)
     extra: dict[str, Any] = {"epochs_done": run.epochs_done}
     if error:
         extra["error"] = error
@@ -212,6 +228,7 @@ def finish(
     if redis is not None:
         with suppress(RedisError):
             redis.delete(events.cancel_key(run_id))
+    return True
 
 
 def request_cancel(session: Session, redis: Redis | None, run: Run) -> Run:

@@ -129,7 +129,7 @@ def test_a_trainer_of_an_earlier_delivery_records_nothing(
         assert [row["loss"] for row in runs.epoch_rows(session, run_id)] == [1.0, 0.5]
 
 
-def test_a_superseded_trainer_writes_no_row_event_or_checkpoint(
+def test_a_superseded_trainer_writes_no_row_event_checkpoint_or_status(
     settings: Settings,
     database: Database,
     redis_client: Redis,
@@ -146,7 +146,11 @@ def test_a_superseded_trainer_writes_no_row_event_or_checkpoint(
         return real_record(session, run, epoch, *args, **kwargs)
 
     monkeypatch.setattr(runs, "record_epoch", record)
-    run_training(run_id, settings, database, redis_client)
+    # Nor does it mark the run final: the later delivery will.
+    assert run_training(run_id, settings, database, redis_client) == "lost"
+    assert get_run(database, run_id).status == "running"
+    statuses = [e["status"] for e in stream(redis_client, run_id) if e["type"] == "status"]
+    assert statuses == ["running"]  # its own start; no final status
     with database.session() as session:
         assert [row["epoch"] for row in runs.epoch_rows(session, run_id)] == [1]
     assert [e["epoch"] for e in stream(redis_client, run_id) if e["type"] == "epoch"] == [1]

@@ -56,7 +56,8 @@ def run_training(
     batch and returns "interrupted": the run stays resumable from its last
     checkpointed epoch, and the caller queues it again. ``lost`` set (another
     worker took the run's lease) stops it too and returns "lost", leaving the
-    run to the other worker."""
+    run to the other worker; so does a later delivery's start seen in SQL
+    (``Run.attempt``), which this one's records and final status yield to."""
     artifacts.run_dir(settings, run_id)  # refuses a malformed id before any I/O
     with db.session() as session:
         run = runs.mark_running(session, redis, run_id)
@@ -85,12 +86,15 @@ def run_training(
         if lost is not None and lost.is_set():
             return "lost"  # the run is another worker's now
         with db.session() as session:
-            runs.finish(session, redis, run_id, "failed", error=describe_error(exc))
-        return "failed"
+            marked = runs.finish(
+                session, redis, run_id, "failed", error=describe_error(exc), attempt=attempt
+            )
+        # Not marked: a later delivery trains the run (or it was deleted).
+        return "failed" if marked else "lost"
     # A cancelled run keeps the epochs it recorded: its curves stay.
     with db.session() as session:
-        runs.finish(session, redis, run_id, outcome)
-    return outcome
+        marked = runs.finish(session, redis, run_id, outcome, attempt=attempt)
+    return outcome if marked else "lost"
 
 
 def _train(
