@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -48,35 +49,61 @@ def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM, grace: fl
         process.wait(10)
 
 
+@dataclass
+class RedisServer:
+    """A redis-server of the tests' own on a fixed port, so a test may stop
+    and start it again; ``durable``: its data kept across restarts (an
+    append-only file in ``folder``)."""
+
+    folder: Path
+    durable: bool = True
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed; `make test` installs it")
+        options = ["--bind", "127.0.0.1", "--dir", str(self.folder), "--save", ""]
+        if self.durable:
+            options += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            options += ["--appendonly", "no"]
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), *options], stdout=subprocess.DEVNULL
+        )
+        client = Redis.from_url(self.url)
+        wait_for(lambda: _pings(client), timeout=20, what="redis-server")
+        client.close()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)  # SIGTERM: redis syncs its file and exits
+            self.process = None
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A redis-server of the suite's own, so tests never touch another's data."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is not installed; `make test` installs it")
-    port = free_port()
-    folder = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = Redis.from_url(url)
-    wait_for(lambda: _pings(client), what="redis-server")
-    yield url
-    stop_process(proc)
+    server = RedisServer(tmp_path_factory.mktemp("redis"), durable=False)
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_server_own(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own, that it may stop and start again (data kept)."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder)
+    server.start()
+    yield server
+    server.stop()
 
 
 def _pings(client: Redis) -> bool:

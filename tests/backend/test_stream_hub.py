@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from redis.exceptions import RedisError
 from backend.api.main import create_app
 from backend.api.stream_hub import READER_BLOCK_MS, StreamHub
 from backend.settings import Settings
-from tests.faults.conftest import RedisServer
+from tests.conftest import RedisServer
 
 KEY = "curvelab:run:hubtest:events"
 
@@ -68,17 +67,6 @@ async def publish(client: aioredis.Redis, count: int, pause: float = 0.0) -> lis
         if pause:
             await asyncio.sleep(pause)
     return ids
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server that a test may stop and start again (data kept)."""
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = RedisServer(folder)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_many_followers_share_one_reader_and_get_every_entry_in_order(redis_url: str) -> None:
@@ -138,26 +126,26 @@ def test_a_read_with_nothing_new_waits_its_block_then_returns_empty(redis_url: s
 
 
 def test_a_redis_outage_reaches_the_followers_and_the_hub_recovers(
-    own_redis: RedisServer,
+    redis_server_own: RedisServer,
 ) -> None:
     async def body() -> None:
-        async with hub_on(own_redis.url, retry_s=0.2) as (hub, _sent):
-            writer = aioredis.from_url(own_redis.url)
+        async with hub_on(redis_server_own.url, retry_s=0.2) as (hub, _sent):
+            writer = aioredis.from_url(redis_server_own.url)
             (first,) = await publish(writer, 1)
             await writer.aclose()
             waiting = asyncio.create_task(hub.read(KEY, first, count=500, block=30_000))
             await asyncio.sleep(0.3)
-            await asyncio.to_thread(own_redis.stop)
+            await asyncio.to_thread(redis_server_own.stop)
             with pytest.raises(RedisError):
                 await waiting  # long before its 30 s block
             with pytest.raises(RedisError):  # while Redis is away, at once
                 await hub.read(KEY, first, count=500, block=30_000)
-            await asyncio.to_thread(own_redis.start)  # its data comes back
+            await asyncio.to_thread(redis_server_own.start)  # its data comes back
 
             # Back: the next entry reaches a follower through the hub again.
             after = asyncio.create_task(follow(hub, first, 1))
             await asyncio.sleep(0.3)
-            writer = aioredis.from_url(own_redis.url)
+            writer = aioredis.from_url(redis_server_own.url)
             newest = await publish(writer, 1)
             assert await after == newest
             await writer.aclose()

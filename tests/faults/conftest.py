@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,61 +26,12 @@ from backend import events
 from backend.cli.parts import api_argv, worker_argv
 from backend.db import Database
 from backend.settings import Settings
-from tests.conftest import free_port, stop_process, wait_for
+from tests.conftest import RedisServer, free_port, stop_process, wait_for
 from tests.worker.conftest import dataset_id, get_run, make_dataset, make_run  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[2]
 # Lease TTL 3 s, renewed every 1 s; sweeps every 1 s, requeue after 2 s missing.
 HEARTBEAT_S = "1.0"
-
-
-@dataclass
-class RedisServer:
-    """A redis-server that a test may stop, flush and start again, data kept
-    (append-only file) across restarts."""
-
-    folder: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed; `make test` installs it")
-        options = ["--bind", "127.0.0.1", "--dir", str(self.folder), "--save", ""]
-        durable = ["--appendonly", "yes", "--appendfsync", "always"]
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), *options, *durable], stdout=subprocess.DEVNULL
-        )
-        client = Redis.from_url(self.url)
-        wait_for(lambda: _pings(client), timeout=20, what="redis-server")
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)  # SIGTERM: redis syncs its file and exits
-            self.process = None
-
-
-def _pings(client: Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except Exception:
-        return False
-
-
-@pytest.fixture
-def redis_server_own(tmp_path: Path) -> Iterator[RedisServer]:
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = RedisServer(folder)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

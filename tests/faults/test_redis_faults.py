@@ -14,8 +14,8 @@ from backend import events
 from backend.db import Database
 from backend.queue import enqueue_training, make_celery
 from backend.settings import Settings
-from tests.conftest import wait_for
-from tests.faults.conftest import RedisServer, StartWorker, final_status, statuses, wait_ready
+from tests.conftest import RedisServer, wait_for
+from tests.faults.conftest import StartWorker, final_status, statuses, wait_ready
 from tests.worker.conftest import MakeRun, epoch_numbers, get_run, stream
 
 pytestmark = pytest.mark.faults

@@ -12,7 +12,7 @@ from redis import Redis
 
 from backend import events, runs
 from backend.db import Database
-from tests.faults.conftest import RedisServer
+from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.faults
 
