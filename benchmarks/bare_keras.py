@@ -17,7 +17,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-from PIL import Image
 
 EXTENSIONS = {".png", ".jpg", ".jpeg"}
 
@@ -38,6 +37,8 @@ class Network:
 
 def load_images(folder: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Every image of every class folder (sorted), as uint8 RGB, and its label."""
+    from PIL import Image  # here: gpu.py builds the model on machines without Pillow
+
     height, width = size
     images, labels = [], []
     classes = sorted(p for p in folder.iterdir() if p.is_dir())
@@ -77,7 +78,8 @@ def build_model(input_shape: Sequence[int], num_classes: int, net: Network) -> k
         x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(net.dense_units, activation="relu")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax")(x)
+    # float32 under a mixed_float16 policy too (gpu.py), as Keras advises.
+    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
     model = keras.Model(inputs, outputs)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=net.learning_rate),

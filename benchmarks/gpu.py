@@ -44,6 +44,7 @@ from backend import runs
 from backend.db import Database, Dataset
 from backend.settings import Settings
 from backend.train_config import TrainConfig
+from benchmarks.bare_keras import Network, build_model
 from worker.training.model import compile_model, make_model
 from worker.training.recorder import RunRecorder
 
@@ -97,29 +98,21 @@ def device() -> str:
 
 
 def bare_model(config: TrainConfig, mixed: bool) -> keras.Model:
-    """The seed network in plain Keras, compiled as a user would."""
+    """The seed network in plain Keras (``bare_keras``), mixed precision the
+    usual way: the global policy while the layers are made."""
+    net = Network(
+        filters=tuple(config.filters),
+        convs_per_block=config.convs_per_block,
+        dense_units=config.dense_units,
+        bn_momentum=config.bn_momentum,
+        learning_rate=config.learning_rate,
+    )
     previous = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy("mixed_float16" if mixed else "float32")
     try:
-        inputs = keras.Input(shape=(*config.image_size, 3))
-        x = inputs
-        for filters in config.filters:
-            for _ in range(config.convs_per_block):
-                x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
-                x = keras.layers.BatchNormalization(momentum=config.bn_momentum)(x)
-            x = keras.layers.MaxPooling2D(2)(x)
-        x = keras.layers.Flatten()(x)
-        x = keras.layers.Dense(config.dense_units, activation="relu")(x)
-        outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", dtype="float32")(x)
-        model = keras.Model(inputs, outputs)
-        model.compile(
-            optimizer=keras.optimizers.Adam(config.learning_rate),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
+        return build_model((*config.image_size, 3), NUM_CLASSES, net)
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
-    return model
 
 
 class EpochClock(keras.callbacks.Callback):
