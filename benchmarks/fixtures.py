@@ -23,8 +23,8 @@ from redis import Redis
 
 from backend import runs
 from backend.cli.supervisor import ChildSpec, spawn, stop_processes
-from backend.datasets.ingest import ingest_archive
-from backend.db import Database, Dataset, new_id
+from backend.datasets.ingest import store_dataset
+from backend.db import Database, Dataset
 from backend.settings import Settings
 from backend.synthetic import write_character_zip
 from backend.train_config import TrainConfig
@@ -149,25 +149,14 @@ def character_zip(
 
 
 def stored_dataset(space: Workspace, per_class: int, name: str = "characters") -> str:
-    """Generate and ingest a character dataset straight through ``ingest_archive``
+    """Generate and ingest a character dataset straight through ``store_dataset``
     (the API's ingest is measured on its own); returns its id."""
     archive = character_zip(space.settings.tmp_dir / f"{name}.zip", per_class)
-    dataset_id = new_id()
-    summary = ingest_archive(archive, dataset_id, space.settings)
-    archive.unlink()
-    with space.db.session() as session:
-        session.add(
-            Dataset(
-                id=dataset_id,
-                name=name,
-                num_images=summary.num_images,
-                classes=summary.classes,
-                image_shapes=summary.image_shapes,
-                warnings=summary.warnings,
-            )
-        )
-        session.commit()
-    return dataset_id
+    try:
+        with space.db.session() as session:
+            return store_dataset(session, archive, name, space.settings).id
+    finally:
+        archive.unlink()
 
 
 def queued_run(space: Workspace, dataset_id: str, config: TrainConfig, name: str) -> str:

@@ -23,8 +23,8 @@ from statistics import mean
 from typing import Any
 
 from backend import runs
-from backend.datasets.ingest import ingest_archive
-from backend.db import Database, Dataset, Run, new_id
+from backend.datasets.ingest import store_dataset
+from backend.db import Database, Dataset, Run
 from backend.diagnosis.report import RunDiagnosis, diagnose_run
 from backend.settings import Settings
 from backend.synthetic import write_character_zip
@@ -57,22 +57,11 @@ def make_dataset(settings: Settings, db: Database, per_class: int) -> str:
         mode="RGB",
         seed=0,
     )
-    dataset_id = new_id()
-    summary = ingest_archive(archive, dataset_id, settings)
-    archive.unlink()
-    with db.session() as session:
-        session.add(
-            Dataset(
-                id=dataset_id,
-                name="characters",
-                num_images=summary.num_images,
-                classes=summary.classes,
-                image_shapes=summary.image_shapes,
-                warnings=summary.warnings,
-            )
-        )
-        session.commit()
-    return dataset_id
+    try:
+        with db.session() as session:
+            return store_dataset(session, archive, "characters", settings).id
+    finally:
+        archive.unlink()
 
 
 def train(

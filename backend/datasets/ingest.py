@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
+from sqlalchemy.orm import Session
 
 from backend.datasets import layout
 from backend.datasets.archive import ByteBudget, Entry, checked_entries, open_archive
@@ -26,6 +27,7 @@ from backend.datasets.images import UnreadableImage, store_image
 from backend.datasets.plan import plan_dataset
 from backend.datasets.summary import IngestSummary, summarize
 from backend.datasets.thumbnails import sample_thumbnails
+from backend.db import Dataset, new_id
 from backend.settings import Settings
 
 __all__ = [
@@ -34,10 +36,33 @@ __all__ = [
     "delete_dataset_files",
     "ingest_archive",
     "sample_thumbnails",
+    "store_dataset",
 ]
 
 # A few damaged files are life; more than this share means a broken upload.
 MAX_UNREADABLE_SHARE = 0.10
+
+
+def store_dataset(session: Session, zip_path: Path, name: str, settings: Settings) -> Dataset:
+    """Ingest the ZIP as a new dataset and record it: its files and its SQL
+    row together, or neither (IngestError as ``ingest_archive`` raises it)."""
+    dataset_id = new_id()
+    summary = ingest_archive(zip_path, dataset_id, settings)
+    dataset = Dataset(
+        id=dataset_id,
+        name=name,
+        num_images=summary.num_images,
+        classes=summary.classes,
+        image_shapes=summary.image_shapes,
+        warnings=summary.warnings,
+    )
+    try:
+        session.add(dataset)
+        session.commit()
+    except Exception:
+        delete_dataset_files(dataset_id, settings)  # no files without a record
+        raise
+    return dataset
 
 
 def ingest_archive(zip_path: Path, dataset_id: str, settings: Settings) -> IngestSummary:

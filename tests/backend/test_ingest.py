@@ -24,7 +24,9 @@ from backend.datasets.ingest import (
     delete_dataset_files,
     ingest_archive,
     sample_thumbnails,
+    store_dataset,
 )
+from backend.db import Database, Dataset
 from backend.settings import Settings
 
 DATASET = "ds1"
@@ -75,6 +77,28 @@ def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
 
 
 # -- accepted -----------------------------------------------------------------
+
+
+def test_a_stored_dataset_has_its_files_and_its_row_or_neither(
+    settings, database: Database, make_zip, class_entries, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = make_zip(class_entries({"dogs": 3, "cats": 3}, height=6, width=9))
+    with database.session() as session:
+        dataset = store_dataset(session, archive, "pets", settings)
+    with database.session() as session:
+        row = session.get(Dataset, dataset.id)
+        assert row is not None and (row.name, row.num_images) == ("pets", 6)
+    assert layout.Manifest.read(layout.dataset_dir(settings.datasets_dir, dataset.id))
+
+    with database.session() as session:
+
+        def refuse() -> None:
+            raise RuntimeError("database went away")
+
+        monkeypatch.setattr(session, "commit", refuse)
+        with pytest.raises(RuntimeError, match="database went away"):
+            store_dataset(session, archive, "pets again", settings)
+    assert [p.name for p in settings.datasets_dir.iterdir()] == [dataset.id]
 
 
 @pytest.mark.parametrize("top", [None, "my dataset"])

@@ -15,8 +15,8 @@ from backend.api.schemas import ClassSamples, DatasetPublic, PlainText
 from backend.datasets.ingest import (
     IngestError,
     delete_dataset_files,
-    ingest_archive,
     sample_thumbnails,
+    store_dataset,
 )
 from backend.db import Dataset, Run, new_id
 from backend.events import FINAL_STATUSES
@@ -36,34 +36,18 @@ def upload_dataset(
     """Upload a ZIP (one folder per class, one wrapping folder allowed)."""
     settings = resources.settings
     settings.ensure_dirs()
-    dataset_id = new_id()
-    archive = settings.tmp_dir / f"upload-{dataset_id}.zip"
+    archive = settings.tmp_dir / f"upload-{new_id()}.zip"
     try:
         # Starlette has spooled the part to a temp file; copy it in chunks
         # next to the datasets so nothing is ever held whole in memory.
         with archive.open("wb") as out:
             shutil.copyfileobj(file.file, out, length=1024 * 1024)
-        summary = ingest_archive(archive, dataset_id, settings)
+        name = (name or "").strip() or _name_from_file(file.filename)
+        return store_dataset(session, archive, name, settings)
     except IngestError as exc:
         raise HTTPException(status_code=exc.status_code, detail=str(exc)) from exc
     finally:
         archive.unlink(missing_ok=True)
-
-    dataset = Dataset(
-        id=dataset_id,
-        name=(name or "").strip() or _name_from_file(file.filename),
-        num_images=summary.num_images,
-        classes=summary.classes,
-        image_shapes=summary.image_shapes,
-        warnings=summary.warnings,
-    )
-    try:
-        session.add(dataset)
-        session.commit()
-    except Exception:
-        delete_dataset_files(dataset_id, settings)  # no files without a record
-        raise
-    return dataset
 
 
 @router.get("", response_model=list[DatasetPublic])
