@@ -1,7 +1,9 @@
 """SQL tables and sessions: the durable record of datasets, runs and metrics.
 
 Redis may be flushed; what is here survives. SQLite under the data dir by
-default, PostgreSQL through ``CURVELAB_DATABASE_URL``.
+default, PostgreSQL through ``CURVELAB_DATABASE_URL``. A change to these
+tables is a new revision under ``migrations/`` (tests/backend/test_migrations.py
+fails until the two agree).
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
-    inspect,
 )
-from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
-from sqlalchemy.schema import CreateColumn
 from sqlalchemy.types import TypeDecorator
+
+from backend import schema
 
 
 def new_id() -> str:
@@ -91,6 +92,14 @@ class Run(Base):
     # One more for each delivery that starts training the run (runs.mark_running):
     # the fencing token its epochs are recorded under.
     attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The lease owner (``host:pid``) of the current attempt: whom to blame when it dies.
+    holder: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # Deliveries whose worker died while training the run (the lease sweeper
+    # counts them): past CURVELAB_MAX_DELIVERY_DEATHS the run fails instead.
+    deaths: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the run last entered "queued" (created, or queued again): the
+    # reconciler re-sends a run queued too long whose message is nowhere.
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -143,41 +152,13 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def add_new_columns(engine: Engine) -> None:
-    """Add the columns a table gained since its database was made.
-
-    ``create_all`` makes missing tables, never missing columns: a data dir of
-    an earlier version would fail at its first query. Additive only: a column
-    added later must be nullable or have a server default."""
-    inspector = inspect(engine)
-    for table in Base.metadata.sorted_tables:
-        have = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have:
-                continue
-            if column.primary_key or (not column.nullable and column.server_default is None):
-                raise RuntimeError(
-                    f"the database lacks {table.name}.{column.name}, which cannot be added "
-                    "to existing rows: start from a new database (or add it by hand)"
-                )
-            ddl = CreateColumn(column).compile(dialect=engine.dialect)
-            try:
-                with engine.begin() as connection:
-                    connection.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}")
-            except (OperationalError, ProgrammingError):
-                # The API and a worker starting at once: the other one added it.
-                names = {c["name"] for c in inspect(engine).get_columns(table.name)}
-                if column.name not in names:
-                    raise
-
-
 class Database:
-    """An engine and its session factory; tables are created on first use."""
+    """An engine and its session factory, on a database brought to the newest
+    schema revision first (backend.schema: Alembic, one process at a time)."""
 
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
-        Base.metadata.create_all(self.engine)
-        add_new_columns(self.engine)
+        schema.upgrade(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -14,25 +14,52 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from backend import artifacts
-from backend.db import Evaluation
+from backend import artifacts, events
+from backend.db import Evaluation, Run
 
 Weights = Literal["best", "final"]
 WEIGHTS: tuple[Weights, ...] = get_args(Weights)
 
 
 def store(
-    session: Session, run_id: str, weights: Weights, epoch: int, body: dict[str, Any]
-) -> None:
-    """Record (or replace: a redelivered run evaluates again) one evaluation."""
+    session: Session,
+    run_id: str,
+    weights: Weights,
+    epoch: int,
+    body: dict[str, Any],
+    attempt: int | None = None,
+) -> bool:
+    """Record (or replace: a redelivered run evaluates again) one evaluation.
+
+    With ``attempt`` (a worker's delivery, see ``runs.record_epoch``), only
+    while it is the run's current one and the run not final: False, and
+    nothing written, otherwise; a stale trainer never replaces the rows of
+    the delivery that finished the run. The fence is a conditional UPDATE of
+    the run's row in the same transaction, so it holds the row (PostgreSQL)
+    or the database (SQLite) until the rows are in: a later delivery's start
+    waits for it, and its own evaluation replaces these rows."""
+    if attempt is not None:
+        held = session.execute(
+            update(Run)
+            .where(
+                Run.id == run_id,
+                Run.attempt == attempt,
+                Run.status.not_in(events.FINAL_STATUSES),
+            )
+            .values(attempt=Run.attempt)
+        )
+        if not getattr(held, "rowcount", 0):
+            session.rollback()
+            return False
     session.execute(
         delete(Evaluation).where(Evaluation.run_id == run_id, Evaluation.weights == weights)
     )
     session.add(Evaluation(run_id=run_id, weights=weights, epoch=epoch, body=body))
     session.commit()
+    return True
 
 
 def stored(session: Session, run_id: str) -> dict[str, Evaluation]:

@@ -50,6 +50,24 @@ def requeue_key(run_id: str) -> str:
     return f"{_PREFIX}:run:{run_id}:requeue"
 
 
+def resend_key(run_id: str) -> str:
+    """Taken (NX, TTL one resend period) by the one reconciler that sends a
+    stranded queued run's message again (worker/reconciler.py)."""
+    return f"{_PREFIX}:run:{run_id}:resend"
+
+
+def run_memory_key(run_id: str) -> str:
+    """The memory its worker was last seen using while training the run
+    (worker/celery_app.py's heartbeat): evidence when that worker dies."""
+    return f"{_PREFIX}:run:{run_id}:memory"
+
+
+def worker_exit_key(owner: str) -> str:
+    """How the worker process ``owner`` (``host:pid``) exited, written by the
+    supervisor that started it (``curvelab up``): a signal, an exit code."""
+    return f"{_PREFIX}:worker-exit:{owner}"
+
+
 def worker_key(hostname: str) -> str:
     return f"{_PREFIX}:worker:{hostname}"
 

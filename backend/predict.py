@@ -6,19 +6,24 @@ dataset image (so the worker decodes the bytes a training image would have
 been), puts them under a short-lived Redis key, sends a task on the
 ``predict`` queue and waits on a reply key. The task expires with the wait:
 a predict worker that starts later never runs requests nobody waits for.
+
+The API waits with the asyncio Redis client: a request waiting for its reply
+holds no thread of the server's pool (40 of them serve every sync route), so
+a hundred waiting predictions cannot starve ``/api/health``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import anyio.to_thread
+import redis.asyncio as aioredis
 from celery import Celery
 from PIL import Image
 from redis import Redis
@@ -27,7 +32,9 @@ from backend.datasets.images import store_image
 
 PREDICT_TASK = "curvelab.predict"
 PREDICT_QUEUE = "predict"
+# The default of CURVELAB_MAX_IMAGE_MB.
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
+_COPY_CHUNK = 1024 * 1024
 # How long a reply waits for an API that gave up on it (then it is gone).
 REPLY_TTL_S = 60
 # BLPOP in slices shorter than the Redis client's socket timeout.
@@ -50,50 +57,73 @@ def reply_key(request_id: str) -> str:
     return f"curvelab:predict:{request_id}:reply"
 
 
-def stored_image(upload: BinaryIO, name: str, tmp_dir: Path, max_pixels: int) -> bytes:
+def stored_image(
+    upload: BinaryIO,
+    name: str,
+    tmp_dir: Path,
+    max_pixels: int,
+    max_bytes: int = MAX_IMAGE_BYTES,
+) -> bytes:
     """The upload as ingest would store it: PNG or JPEG bytes as they came,
     anything else Pillow reads re-encoded to PNG.
 
     Raises ``backend.datasets.images.UnreadableImage`` for a file that is not
     an image, ``IngestError`` (413) for one of too many pixels, and
-    ``ImageTooLarge`` past MAX_IMAGE_BYTES.
+    ``ImageTooLarge`` past ``max_bytes`` (CURVELAB_MAX_IMAGE_MB), found while
+    copying: nothing past ``max_bytes`` is written.
     """
     tmp_dir.mkdir(parents=True, exist_ok=True)
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own guard, as ingest sets it
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="predict-") as folder:
         raw = Path(folder) / "upload"
+        written = 0
         with raw.open("wb") as out:
-            shutil.copyfileobj(upload, out, length=1024 * 1024)
-        if raw.stat().st_size > MAX_IMAGE_BYTES:
-            raise ImageTooLarge(f"the image is over {MAX_IMAGE_BYTES // 2**20} MiB")
+            while chunk := upload.read(_COPY_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise ImageTooLarge(
+                        f"image is larger than the {max_bytes / 2**20:g} MiB limit "
+                        "(CURVELAB_MAX_IMAGE_MB)"
+                    )
+                out.write(chunk)
         image = store_image(raw, "", 0, name, max_pixels)
         return (Path(folder) / image.filename).read_bytes()
 
 
-def request_prediction(
-    celery: Celery, redis: Redis, run_id: str, weights: str, image: bytes, timeout_s: float
+async def request_prediction(
+    celery: Celery,
+    redis: aioredis.Redis,
+    run_id: str,
+    weights: str,
+    image: bytes,
+    timeout_s: float,
 ) -> dict[str, Any]:
     """Send one image to a predict worker and wait for its reply (a dict with
-    ``status`` and ``probabilities`` or ``detail``). Raises PredictTimeout."""
+    ``status`` and ``probabilities`` or ``detail``). Raises PredictTimeout.
+
+    Awaits Redis, never blocks a thread on it; only Celery's publish, which
+    has no asyncio API, runs briefly in a worker thread."""
     request_id = uuid.uuid4().hex
-    redis.set(image_key(request_id), image, ex=math.ceil(timeout_s) + REPLY_TTL_S)
+    await redis.set(image_key(request_id), image, ex=math.ceil(timeout_s) + REPLY_TTL_S)
     try:
-        celery.send_task(
-            PREDICT_TASK,
-            args=[request_id, run_id, weights],
-            queue=PREDICT_QUEUE,
-            expires=timeout_s,
+        await anyio.to_thread.run_sync(
+            lambda: celery.send_task(
+                PREDICT_TASK,
+                args=[request_id, run_id, weights],
+                queue=PREDICT_QUEUE,
+                expires=timeout_s,
+            )
         )
-        return _wait(redis, reply_key(request_id), timeout_s)
+        return await _wait(redis, reply_key(request_id), timeout_s)
     finally:
-        redis.delete(image_key(request_id), reply_key(request_id))
+        await redis.delete(image_key(request_id), reply_key(request_id))
 
 
-def _wait(redis: Redis, key: str, timeout_s: float) -> dict[str, Any]:
+async def _wait(redis: aioredis.Redis, key: str, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
         # Never 0, which would block for ever.
-        found = redis.blpop([key], timeout=max(min(left, _WAIT_SLICE_S), 0.01))
+        found = await redis.blpop([key], timeout=max(min(left, _WAIT_SLICE_S), 0.01))
         if found is not None:
             reply: dict[str, Any] = json.loads(found[1])
             return reply

@@ -17,7 +17,7 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend import events
@@ -46,6 +46,7 @@ def create_run(session: Session, dataset: Dataset, config: TrainConfig, name: st
         class_names=[c["name"] for c in dataset.classes],
         config=config.model_dump(mode="json"),
         name=name or "",
+        queued_at=utcnow(),  # the reconciler's clock (worker/reconciler.py)
     )
     session.add(run)
     session.flush()
@@ -55,25 +56,54 @@ def create_run(session: Session, dataset: Dataset, config: TrainConfig, name: st
     return run
 
 
-def mark_running(session: Session, redis: Redis | None, run_id: str) -> Run | None:
+def mark_running(
+    session: Session, redis: Redis | None, run_id: str, holder: str | None = None
+) -> Run | None:
     """Start (or resume) a run; None when there is nothing to do: the run is
-    gone, already final, or was cancelled while it waited in the queue."""
+    gone, already final, or was cancelled while it waited in the queue.
+
+    The delivery's fencing token, ``Run.attempt``, is taken in one UPDATE …
+    RETURNING: two workers starting the run at once get two attempts, and
+    only the later one records. ``holder`` (the lease token, see
+    worker/lease.py) names the worker of that attempt."""
     run = session.get(Run, run_id)
     if run is None or run.status in events.FINAL_STATUSES:
         return None
     if redis is not None and cancel_requested(redis, run_id):
         finish(session, redis, run_id, "cancelled")
         return None
-    resumed = run.status == "running" or run.epochs_done > 0
-    run.status = "running"
-    run.attempt += 1  # a trainer of an earlier delivery can record no more
-    run.started_at = run.started_at or utcnow()
-    if resumed:
-        run.resumed_at_epoch = run.epochs_done + 1
+    # Every SET reads the row as it was: a run that was running or has epochs resumes.
+    resumed = or_(Run.status == "running", Run.epochs_done > 0)
+    taken = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.status.not_in(events.FINAL_STATUSES))
+        .values(
+            attempt=Run.attempt + 1,
+            status="running",
+            holder=holder,
+            started_at=func.coalesce(Run.started_at, utcnow()),
+            resumed_at_epoch=case((resumed, Run.epochs_done + 1), else_=None),
+        )
+        .returning(Run.attempt)
+        .execution_options(synchronize_session=False)
+    ).scalar_one_or_none()
+    if taken is None:  # it became final meanwhile (cancelled from the API)
+        session.rollback()
+        return None
+    # Read inside the transaction that holds the row: this start's values,
+    # not those of one that comes right after.
+    session.refresh(run)
     session.commit()
-    extra = {"resumed_at_epoch": run.resumed_at_epoch} if resumed else {}
+    extra = {"resumed_at_epoch": run.resumed_at_epoch} if run.resumed_at_epoch else {}
     publish_quietly(redis, run_id, events.status_event("running", **extra))
     return run
+
+
+def is_current(session: Session, run_id: str, attempt: int) -> bool:
+    """Whether ``attempt`` is still the run's delivery and the run not final:
+    what a trainer checks before each write outside ``record_epoch``."""
+    row = session.execute(select(Run.attempt, Run.status).where(Run.id == run_id)).first()
+    return row is not None and row.attempt == attempt and row.status not in events.FINAL_STATUSES
 
 
 def record_epoch(
@@ -89,15 +119,16 @@ def record_epoch(
     Refused (False) unless the epoch is past the run's ``epochs_done`` and
     ``attempt`` is the run's (``mark_running`` counts the deliveries that
     train it; None: rows written outside a worker, as tests and benchmarks
-    do). That is the fence against a stale trainer, one frozen past its
-    lease while another worker took the run on (worker/lease.py): none of
-    its late epochs is stored, nor, the recorder writing files only after
-    SQL took the epoch, its checkpoint. One conditional UPDATE decides, so
-    two writers of the same epoch cannot both pass.
+    do), and the run not final. That is the fence against a stale trainer,
+    one frozen past its lease while another worker took the run on
+    (worker/lease.py): none of its late epochs is stored, and the recorder,
+    which writes files only after SQL took the epoch, stops at the first
+    refusal. One conditional UPDATE decides, so two writers of the same
+    epoch cannot both pass.
     """
     fence = [Run.id == run_id, Run.epochs_done < epoch]
     if attempt is not None:
-        fence.append(Run.attempt == attempt)
+        fence += [Run.attempt == attempt, Run.status.not_in(events.FINAL_STATUSES)]
     moved = session.execute(
         update(Run).where(*fence).values(epochs_done=epoch, metrics_version=Run.metrics_version + 1)
     )
@@ -133,13 +164,23 @@ def record_epoch(
     return True
 
 
-def requeue(session: Session, redis: Redis | None, run_id: str, reason: str | None = None) -> bool:
+def requeue(
+    session: Session,
+    redis: Redis | None,
+    run_id: str,
+    reason: str | None = None,
+    deaths: int | None = None,
+) -> bool:
     """Put a running run back in the queue's state; it resumes after its last
     recorded epoch when a worker takes it again. False when it was not
     running (finished, or already queued by someone else): one UPDATE decides,
-    so two sweepers never both requeue it."""
+    so two sweepers never both requeue it. ``deaths``: the run's new count of
+    deliveries that died (``death_count``), when this requeue follows one."""
+    values: dict[str, Any] = {"status": "queued", "queued_at": utcnow()}
+    if deaths is not None:
+        values["deaths"] = deaths
     changed = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "running").values(status="queued")
+        update(Run).where(Run.id == run_id, Run.status == "running").values(**values)
     )
     session.commit()
     if not getattr(changed, "rowcount", 0):
@@ -155,24 +196,66 @@ def requeue(session: Session, redis: Redis | None, run_id: str, reason: str | No
     return True
 
 
-def unqueue(session: Session, run_id: str) -> None:
-    """Undo a ``requeue`` whose message could not be sent: running again, so
-    that the next lease sweep tries once more."""
-    session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "queued").values(status="running")
-    )
+def unqueue(session: Session, run_id: str, deaths: int | None = None) -> None:
+    """Undo a ``requeue`` whose message could not be sent: running again (and
+    its count of deaths as it was), so that the next lease sweep tries once more."""
+    values: dict[str, Any] = {"status": "running"}
+    if deaths is not None:
+        values["deaths"] = deaths
+    session.execute(update(Run).where(Run.id == run_id, Run.status == "queued").values(**values))
     session.commit()
 
 
-def rewind(session: Session, redis: Redis | None, run_id: str, epoch: int) -> None:
+def death_count(run: Run) -> int:
+    """What ``Run.deaths`` becomes when the delivery training ``run`` died:
+    one more, unless that delivery had recorded an epoch since it started
+    (``resumed_at_epoch``, see ``mark_running``), which begins a new row: a
+    run that makes progress between deaths (a flaky machine) is no poison."""
+    progressed = run.epochs_done >= (run.resumed_at_epoch or 1)
+    return 1 if progressed else run.deaths + 1
+
+
+def give_up(
+    session: Session, redis: Redis | None, run_id: str, error: str, deaths: int, attempt: int
+) -> bool:
+    """Fail a run whose deliveries keep dying (a poison run): its queue moves
+    on. Only while ``attempt`` is still its delivery (see ``finish``)."""
+    session.execute(
+        update(Run).where(Run.id == run_id, Run.attempt == attempt).values(deaths=deaths)
+    )
+    return finish(session, redis, run_id, "failed", error=error, attempt=attempt)
+
+
+def rewind(
+    session: Session, redis: Redis | None, run_id: str, epoch: int, attempt: int | None = None
+) -> bool:
     """Forget the run's epochs after ``epoch``: it resumes from the checkpoint
-    of that epoch (0: it starts over, its checkpoints lost).
+    of that epoch (0: it starts over, its checkpoints lost). With ``attempt``
+    (see ``record_epoch``), only while it is the run's and the run not final:
+    False, and nothing written, otherwise.
 
     An epoch is recorded and published before its checkpoint is written (the
     live view does not wait for the file), so a worker that died in between
     leaves SQL one epoch ahead of the newest checkpoint; that epoch is
     trained again. The status event says from which epoch on the curves are
     replaced (``resumed_at_epoch``), for clients that already had them."""
+    fence = [Run.id == run_id]
+    if attempt is not None:
+        fence += [Run.attempt == attempt, Run.status.not_in(events.FINAL_STATUSES)]
+    # The fenced UPDATE first: it holds the row while the deletes follow.
+    moved = session.execute(
+        update(Run)
+        .where(*fence)
+        .values(
+            epochs_done=epoch,
+            resumed_at_epoch=epoch + 1 if epoch > 0 else None,
+            metrics_version=Run.metrics_version + 1,
+        )
+    )
+    if not getattr(moved, "rowcount", 0):
+        session.rollback()
+        log.warning("run %s: a later delivery trains it; not rewound to epoch %d", run_id, epoch)
+        return False
     session.execute(
         delete(EpochMetrics).where(EpochMetrics.run_id == run_id, EpochMetrics.epoch > epoch)
     )
@@ -180,17 +263,9 @@ def rewind(session: Session, redis: Redis | None, run_id: str, epoch: int) -> No
     session.execute(
         delete(BatchMetrics).where(BatchMetrics.run_id == run_id, BatchMetrics.epoch > epoch)
     )
-    session.execute(
-        update(Run)
-        .where(Run.id == run_id)
-        .values(
-            epochs_done=epoch,
-            resumed_at_epoch=epoch + 1 if epoch > 0 else None,
-            metrics_version=Run.metrics_version + 1,
-        )
-    )
     session.commit()
     publish_quietly(redis, run_id, events.status_event("running", resumed_at_epoch=epoch + 1))
+    return True
 
 
 def finish(
@@ -203,19 +278,24 @@ def finish(
 ) -> bool:
     """Mark the run final and say so on its stream. With ``attempt`` (a
     worker's delivery, see ``record_epoch``), only while no later delivery
-    started training it: False, and nothing written, otherwise."""
+    started training it and the run is not final yet: False, and nothing
+    written or published, otherwise."""
     if status not in events.FINAL_STATUSES:
         raise ValueError(f"{status!r} is not a final status")
     fence = [Run.id == run_id]
     if attempt is not None:
-        fence.append(Run.attempt == attempt)
+        fence += [Run.attempt == attempt, Run.status.not_in(events.FINAL_STATUSES)]
     changed = session.execute(
         update(Run).where(*fence).values(status=status, error=error, finished_at=utcnow())
     )
     session.commit()
     if not getattr(changed, "rowcount", 0):
         if attempt is not None and session.get(Run, run_id) is not None:
-            log.warning("run %s: a later delivery trains it; not marked %s", run_id, status)
+            log.warning(
+                "run %s: final already, or a later delivery trains it; not marked %s",
+                run_id,
+                status,
+            )
         return False
     run = session.get(Run, run_id)
     if run is None:

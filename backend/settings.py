@@ -34,6 +34,17 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8000", description="Where the UI and the CLI reach the API."
     )
     max_upload_mb: int = Field(default=1024, ge=1, description="Largest dataset upload, in MiB.")
+    # Every other request body is JSON of a few KiB (a TrainConfig): a small
+    # cap keeps a stranger's 1 GiB body out of the JSON parser.
+    max_json_kb: int = Field(
+        default=1024, ge=1, description="Largest body of any request but an upload, in KiB."
+    )
+    max_image_mb: int = Field(
+        default=50, ge=1, description="Largest image POST /api/runs/{id}/predict takes, in MiB."
+    )
+    metrics_cache_mb: int = Field(
+        default=64, ge=1, description="Memory the API keeps for GET /metrics bodies, in MiB."
+    )
     max_zip_entries: int = Field(default=200_000, ge=1)
     max_uncompressed_mb: int = Field(default=8192, ge=1)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
@@ -42,6 +53,25 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=7 * 24 * 3600, ge=60)
     stream_maxlen: int = Field(default=100_000, ge=100, description="Events kept per run stream.")
     worker_heartbeat_s: float = Field(default=5.0, gt=0)
+    queue_resend_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A run queued this long that no worker holds and whose message is not in "
+        "the broker (lost between commit and send, Redis flushed) is sent again.",
+    )
+    max_delivery_deaths: int = Field(
+        default=3,
+        ge=1,
+        description="Deliveries of a run in a row whose worker died (killed, out of memory) "
+        "before the run is marked failed instead of queued again.",
+    )
+    worker_memory_mb: int | None = Field(
+        default=None,
+        ge=64,
+        description="A worker's memory budget for training, in MiB (default: 80% of its "
+        "cgroup limit, else of the machine's RAM). The API refuses a run whose estimate "
+        "exceeds the largest live worker's budget.",
+    )
     # Sizes of the gap probes' samples (TrainConfig.gap_probes): larger is
     # steadier and costs more time at each epoch end. 256 each keeps the
     # probes under 8% of an epoch of the question's training (6400 images,
@@ -119,6 +149,18 @@ class Settings(BaseSettings):
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_json_bytes(self) -> int:
+        return self.max_json_kb * 1024
+
+    @property
+    def max_image_bytes(self) -> int:
+        return self.max_image_mb * 1024 * 1024
+
+    @property
+    def metrics_cache_bytes(self) -> int:
+        return self.metrics_cache_mb * 1024 * 1024
 
     def ensure_dirs(self) -> None:
         for path in (self.data_dir, self.datasets_dir, self.runs_dir, self.tmp_dir):

@@ -4,13 +4,20 @@ The defaults are the network of the question that started curvelab: four
 Conv+BN, Conv+BN, MaxPool blocks (64..512 filters) on 50×55 RGB images,
 Dense(512), Adam, batch 128. One home for this contract: the API validates
 with it, the worker builds from it, presets are instances of it.
+
+A config stored by an earlier version is read back with
+:func:`read_stored_config`, never with ``TrainConfig.model_validate``: the
+fields change between versions, and an old run must still list, compare and
+resume.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Augment(BaseModel):
@@ -132,3 +139,106 @@ PRESETS: dict[str, tuple[str, TrainConfig]] = {
         ),
     ),
 }
+
+
+@dataclass(frozen=True)
+class StoredConfig:
+    """A stored config as this version reads it.
+
+    ``config``: what a run of it trains with (the effective config).
+    ``unknown``: stored fields this version does not know (removed or renamed
+    since), nested as stored; SQL keeps them, nothing uses them.
+    ``notes``: one line per stored value that no longer validates and was
+    replaced by its default."""
+
+    config: TrainConfig
+    unknown: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_stored_config(raw: Any) -> StoredConfig:
+    """Read a run's stored config tolerantly: a missing field takes its
+    default, an unknown one is set aside in ``unknown``, a value out of this
+    version's bounds takes its default with a note. Never raises."""
+    if isinstance(raw, TrainConfig):
+        return StoredConfig(raw)
+    if not isinstance(raw, dict):
+        kind = type(raw).__name__
+        return StoredConfig(
+            TrainConfig(),
+            {},
+            [f"the stored config is a {kind}, not an object: every field takes its default"],
+        )
+    try:
+        return StoredConfig(TrainConfig.model_validate(raw))
+    except ValidationError:
+        pass
+    known, unknown = _split_known(raw, TrainConfig)
+    dropped: list[tuple[str, Any, str]] = []
+    # Each round drops at least one stored value, so this ends.
+    while True:
+        try:
+            config = TrainConfig.model_validate(known)
+            break
+        except ValidationError as exc:
+            found = [d for error in exc.errors() for d in _drop(known, error)]
+            if not found:  # nothing left to blame: start from the defaults
+                found = [(name, value, "not readable") for name, value in known.items()]
+                known = {}
+            dropped += found
+    notes = [
+        f"{name}: the stored value {_short(value)} is no longer valid ({why}); "
+        f"it takes the default {_short(_dotted(config, name))}"
+        for name, value, why in dropped
+    ]
+    return StoredConfig(config, unknown, notes)
+
+
+def _split_known(raw: dict[str, Any], model: type[BaseModel]) -> tuple[dict[str, Any], dict]:
+    """(the fields ``model`` knows, the rest), recursing into nested models."""
+    known: dict[str, Any] = {}
+    unknown: dict[str, Any] = {}
+    for key, value in raw.items():
+        info = model.model_fields.get(key)
+        if info is None:
+            unknown[key] = value
+            continue
+        nested = info.annotation
+        if isinstance(value, dict) and isinstance(nested, type) and issubclass(nested, BaseModel):
+            known[key], inner = _split_known(value, nested)
+            if inner:
+                unknown[key] = inner
+        else:
+            known[key] = value
+    return known, unknown
+
+
+def _drop(known: dict[str, Any], error: Any) -> list[tuple[str, Any, str]]:
+    """Remove the stored value an error is about: (dotted name, value, why)."""
+    why = str(error["msg"]).removeprefix("Value error, ")
+    location = tuple(error["loc"])
+    if not location:
+        # A check across fields (TrainConfig._fits_the_image): its message names them.
+        names = [k for k in known if re.search(rf"\b{re.escape(k)}\b", why)]
+        return [(name, known.pop(name), why) for name in names]
+    node, path = known, []
+    for part in location:
+        if not isinstance(node, dict) or part not in node:
+            break
+        path.append(str(part))
+        if not isinstance(node[part], dict) or len(path) == len(location):
+            return [(".".join(path), node.pop(part), why)]
+        node = node[part]
+    return []
+
+
+def _dotted(config: BaseModel, name: str) -> Any:
+    value: Any = config
+    for part in name.split("."):
+        value = getattr(value, part, None)
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(list(value) if isinstance(value, tuple) else value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -17,11 +17,19 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks import api_load, checkpoint, ingest, input_pipeline, latency, overhead
+from benchmarks import (
+    api_load,
+    checkpoint,
+    ingest,
+    input_pipeline,
+    latency,
+    metrics_size,
+    overhead,
+)
 from benchmarks.fixtures import Workspace, stored_dataset, workspace
 from benchmarks.report import Row, format_table, machine
 
-NAMES = ("overhead", "checkpoint", "pipeline", "ingest", "latency", "api", "gpu")
+NAMES = ("overhead", "checkpoint", "pipeline", "ingest", "latency", "api", "metrics", "gpu")
 
 
 def main() -> None:
@@ -53,6 +61,9 @@ def main() -> None:
             "ingest": lambda: ingest.measure(space, 1 if quick else 2),
             "latency": lambda: latency.measure(space, 12 if quick else 25),
             "api": lambda: api_load.measure(space, 1 if quick else 2, 3.0 if quick else 5.0),
+            "metrics": lambda: metrics_size.measure(
+                space, metrics_size.SMALL_POINTS * 2 if quick else metrics_size.POINTS
+            ),
             "gpu": lambda: gpu_tiny(space),
         }
         for name in args.only:

@@ -1,16 +1,24 @@
 """A small client of curvelab's REST API: the only way the UI reaches data.
 
 Plain httpx, so pages stay thin and tests can drive it with
-``httpx.MockTransport``. Settings come from the two environment variables the
-UI needs; the frontend does not import backend's Settings, by design.
+``httpx.MockTransport``. The API's address comes from ``CURVELAB_API_URL``;
+the frontend does not import backend's Settings, by design.
+
+The UI process holds no credential of its own: the process-wide client
+(``shared_client``) sends none, and a person who signs in gets a client of
+their own session (``ApiClient.signed_in``, kept in ``st.session_state``) that
+sends their token. ``get_client`` answers the calling session's client.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
@@ -25,6 +33,8 @@ UPLOAD_TIMEOUT_S = 600.0
 PREDICT_TIMEOUT_S = 120.0
 # Runs whose last metrics a client keeps, to reuse when the API answers 304.
 KEPT_METRICS = 16
+# Where a signed-in session keeps its own client (see frontend/auth.py).
+SESSION_CLIENT = "auth.client"
 
 
 class ApiError(Exception):
@@ -69,26 +79,64 @@ class ApiClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        # The connection pool: clients of several sessions share it, each with
+        # its own httpx.Client whose default headers carry its own credential
+        # (so every call of a client sends it, whichever method makes it).
+        self._transport = transport or httpx.HTTPTransport()
         # Connecting should fail fast so a dead API shows its banner at once.
-        self._http = httpx.Client(
+        self._timeout = httpx.Timeout(timeout, connect=min(timeout, 3.0))
+        self._owns_pool = True
+        # Called when the API answers 401 (the credential stopped working).
+        self._on_refused: Callable[[], None] | None = None
+        self._metrics = _KeptBodies(KEPT_METRICS)
+        self._http, self._fingerprint = self._connect(token)
+
+    def _connect(self, token: str | None) -> tuple[httpx.Client, str]:
+        """A client over the pool that sends ``token``, and the token's hash."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 3.0)),
-            transport=transport,
+            timeout=self._timeout,
+            transport=self._transport,
         )
-        # One client serves every session of the UI process (``get_client``).
-        self._metrics = _KeptBodies(KEPT_METRICS)
+        return http, hashlib.sha256(token.encode()).hexdigest()[:16] if token else ""
 
     @classmethod
     def from_env(cls, **kwargs: Any) -> ApiClient:
-        """Reads CURVELAB_API_URL and CURVELAB_API_TOKEN (empty means unset)."""
+        """Reads CURVELAB_API_URL (empty means unset). Never a token: the UI
+        process has none; CURVELAB_API_TOKEN is ignored here even when set."""
         url = os.environ.get("CURVELAB_API_URL") or DEFAULT_API_URL
-        token = os.environ.get("CURVELAB_API_TOKEN") or None
-        return cls(url, token, **kwargs)
+        return cls(url, **kwargs)
+
+    def signed_in(self, token: str, on_refused: Callable[[], None] | None = None) -> ApiClient:
+        """A client of the same API and connection pool that sends ``token``:
+        one per signed-in session, while this one stays without a credential.
+
+        ``on_refused`` runs when the API answers 401 to it (e.g. to send the
+        session back to sign-in), before the :class:`ApiError` is raised."""
+        other = copy.copy(self)
+        other._owns_pool = False
+        other._http, other._fingerprint = other._connect(token)
+        other._on_refused = on_refused
+        other._metrics = _KeptBodies(KEPT_METRICS)
+        return other
+
+    @property
+    def has_token(self) -> bool:
+        return "authorization" in self._http.headers
+
+    @property
+    def cache_key(self) -> str:
+        """What a cached read is keyed by: the API and whose credential read it
+        (a hash, never the token), so no session is served another's reads."""
+        return f"{self.base_url}#{self._fingerprint}" if self._fingerprint else self.base_url
 
     def close(self) -> None:
-        self._http.close()
+        # Closing an httpx.Client closes its transport: a session's client,
+        # which borrows the pool, leaves it open.
+        if self._owns_pool:
+            self._http.close()
 
     def request(
         self, method: str, path: str, *, accept: tuple[int, ...] = (), **kwargs: Any
@@ -109,8 +157,13 @@ class ApiClient:
         except httpx.TransportError as exc:
             raise ApiUnreachable(self.base_url, str(exc) or exc.__class__.__name__) from exc
         if response.status_code >= 400 and response.status_code not in accept:
+            self._refused(response)
             raise ApiError(response.status_code, _detail(response), _errors(response))
         return response
+
+    def _refused(self, response: httpx.Response) -> None:
+        if response.status_code == 401 and self._on_refused is not None:
+            self._on_refused()
 
     def health(self) -> dict[str, Any]:
         """A degraded API answers 503 with the same body, which says what is down."""
@@ -239,8 +292,13 @@ class ApiClient:
         except httpx.TransportError as exc:
             raise ApiUnreachable(self.base_url, str(exc) or exc.__class__.__name__) from exc
         if response.status_code >= 400:
+            self._refused(response)
             raise ApiError(response.status_code, _detail(response))
         return response.content
+
+    def run_batches_csv(self, run_id: str) -> bytes:
+        """Every batch point of the run as CSV (``run_metrics`` may be downsampled)."""
+        return self._bytes(f"/api/runs/{_id(run_id)}/metrics/batches.csv", None, UPLOAD_TIMEOUT_S)
 
 
 class _KeptBodies:
@@ -311,6 +369,14 @@ def _one_error(item: Any) -> str:
 
 
 @st.cache_resource
-def get_client() -> ApiClient:
-    """One client per UI process: its connection pool serves every session."""
+def shared_client() -> ApiClient:
+    """One client per UI process, without a credential: its connection pool
+    serves every session, and it is all a session that has not signed in has."""
     return ApiClient.from_env()
+
+
+def get_client() -> ApiClient:
+    """The calling session's client: its own, with its credential, once signed
+    in (frontend/auth.py); otherwise the shared one, which holds none."""
+    own = st.session_state.get(SESSION_CLIENT)
+    return own if isinstance(own, ApiClient) else shared_client()

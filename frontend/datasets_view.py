@@ -35,6 +35,14 @@ class ProgressReader(io.BytesIO):
         return chunk
 
 
+def upload_limit_mb() -> int:
+    """The largest ZIP the file picker takes, in MB (of 2**20 bytes): Streamlit's
+    ``server.maxUploadSize``, which ``curvelab ui`` and ``curvelab up`` set to the
+    API's own cap, ``CURVELAB_MAX_UPLOAD_MB``. The one source of the number:
+    what the page says is what the picker enforces."""
+    return int(st.get_option("server.maxUploadSize"))
+
+
 def upload(
     client: ApiClient, filename: str, data: bytes, name: str | None
 ) -> dict[str, Any] | None:

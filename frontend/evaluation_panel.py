@@ -29,14 +29,16 @@ _SCORE = st.column_config.NumberColumn(format="%.3f", width="small")
 
 
 @st.cache_data(ttl=600, max_entries=256, show_spinner=False)
-def _evaluation(base_url: str, run_id: str, weights: str | None) -> dict[str, Any]:
-    del base_url  # part of the cache key only: another API is another entry
+def _evaluation(cache_key: str, run_id: str, weights: str | None) -> dict[str, Any]:
+    # cache_key (the API, and whose credential) is only part of the key:
+    # another API, or another credential, is another entry.
+    del cache_key
     return get_client().run_evaluation(run_id, weights)
 
 
 @st.cache_data(ttl=600, max_entries=1024, show_spinner=False)
-def _thumbnail(base_url: str, run_id: str, weights: str, n: int) -> bytes:
-    del base_url
+def _thumbnail(cache_key: str, run_id: str, weights: str, n: int) -> bytes:
+    del cache_key
     return get_client().mistake_image(run_id, n, weights, size=THUMBNAIL)
 
 
@@ -46,7 +48,7 @@ def evaluation_section(client: ApiClient, run: dict[str, Any]) -> None:
     run_id = run["id"]
     st.subheader("What the model learned", anchor=False)
     try:
-        evaluation = _evaluation(client.base_url, run_id, None)
+        evaluation = _evaluation(client.cache_key, run_id, None)
     except ApiError as exc:
         st.caption(f"No evaluation: {exc.detail}")
         try_an_image(client, run_id, None)
@@ -54,7 +56,7 @@ def evaluation_section(client: ApiClient, run: dict[str, Any]) -> None:
     choices = {evaluation["weights"]: evaluation}
     for other in evaluation.get("available") or []:
         if other not in choices:
-            choices[other] = _evaluation(client.base_url, run_id, other)
+            choices[other] = _evaluation(client.cache_key, run_id, other)
     row = st.container(horizontal=True, vertical_alignment="center", gap="small")
     picked = row.segmented_control(
         "Weights",
@@ -115,7 +117,7 @@ def gallery(client: ApiClient, run_id: str, evaluation: dict[str, Any]) -> None:
     for n, mistake in enumerate(listed):
         with columns[n % GALLERY_COLUMNS]:
             try:
-                image = _thumbnail(client.base_url, run_id, evaluation["weights"], n)
+                image = _thumbnail(client.cache_key, run_id, evaluation["weights"], n)
             except ApiError as exc:
                 st.caption(f"{mistake_caption(mistake)}  \n(no image: {exc.detail})")
                 continue

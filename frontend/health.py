@@ -2,36 +2,41 @@
 
 A healthy API earns only a small sidebar caption, so pages stay uncluttered;
 anything that would make a page fail says so in words instead of a traceback.
+It also tells the app whether this session must sign in first: then nothing
+else is shown, not even the health details.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import streamlit as st
 
 from frontend.api_client import ApiClient, ApiError, ApiUnreachable
 
+# "ok": pages can run; "sign-in": the API wants a token this session has not
+# given (nothing was shown); "down": what is wrong was shown, no page can run.
+Access = Literal["ok", "sign-in", "down"]
 
-def health_banner(client: ApiClient) -> bool:
-    """Show what is wrong with the API, if anything; False when no page can work."""
+
+def health_banner(client: ApiClient) -> Access:
+    """Show what is wrong with the API, if anything, and whether pages may run."""
     try:
         health = client.health()
-        # Health is open to all; a cheap protected read tells whether our token works.
+        # Health is open to all; a cheap protected read tells whether this
+        # session's credential (or none, on an open API) is enough.
         client.list_presets()
     except ApiUnreachable:
         st.error(
             f"The curvelab API at **{client.base_url}** is unreachable. "
             "Is `curvelab up` running? The UI reads the API's address from `CURVELAB_API_URL`."
         )
-        return False
+        return "down"
     except ApiError as exc:
         if exc.status == 401:
-            st.error(
-                f"The curvelab API at **{client.base_url}** refused the UI's token. "
-                "Set `CURVELAB_API_TOKEN` to the API's token and restart the UI."
-            )
-        else:
-            st.error(f"The curvelab API at **{client.base_url}** answered: {exc.detail}")
-        return False
+            return "sign-in"
+        st.error(f"The curvelab API at **{client.base_url}** answered: {exc.detail}")
+        return "down"
 
     down = [part for part in ("redis", "database") if not health.get(part)]
     workers = int(health.get("workers") or 0)
@@ -41,4 +46,4 @@ def health_banner(client: ApiClient) -> bool:
     elif workers == 0:
         st.warning("No worker is connected: new runs wait in the queue until one starts.")
     st.sidebar.caption(f"API {client.base_url} · {workers} worker{'s' if workers != 1 else ''}")
-    return True
+    return "ok"

@@ -18,14 +18,14 @@ def metrics_of(client: ApiClient, run: dict[str, Any]) -> dict[str, Any]:
     """The run's metrics; a final run's come from the cache."""
     if run.get("status") in ACTIVE_STATUSES:
         return client.run_metrics(run["id"])
-    return _final_metrics(client.base_url, run["id"], int(run.get("epochs_done") or 0))
+    return _final_metrics(client.cache_key, run["id"], int(run.get("epochs_done") or 0))
 
 
 @st.cache_data(ttl=600, max_entries=512, show_spinner=False)
-def _final_metrics(base_url: str, run_id: str, epochs_done: int) -> dict[str, Any]:
-    # base_url and epochs_done are only part of the cache key: another API, or
-    # a run that somehow grew, is another entry.
-    del base_url, epochs_done
+def _final_metrics(cache_key: str, run_id: str, epochs_done: int) -> dict[str, Any]:
+    # cache_key and epochs_done are only part of the key: another API or
+    # credential, or a run that somehow grew, is another entry.
+    del cache_key, epochs_done
     return get_client().run_metrics(run_id)
 
 

@@ -52,8 +52,16 @@ def _table(groups: Sequence[tuple[str, Sequence[tuple[str, str]]]]) -> str:
     return _TABLE + "".join(rows) + "</table>"
 
 
-def config_table(config: dict[str, Any]) -> None:
-    st.markdown(_table(config_groups(config)), unsafe_allow_html=True)
+def config_table(
+    config: dict[str, Any],
+    unknown: dict[str, Any] | None = None,
+    notes: Sequence[str] | None = None,
+) -> None:
+    """The config the run trains with; below it, what an earlier version stored
+    that this one does not use, and the stored values replaced by defaults."""
+    st.markdown(_table(config_groups(config, unknown)), unsafe_allow_html=True)
+    for note in notes or ():
+        st.caption(f":orange[:material/warning:] {note}")
 
 
 def facts_table(run: dict[str, Any], dataset: str | None) -> None:

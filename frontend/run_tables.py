@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from frontend.run_view import differing_fields, flatten_config, format_value
+from frontend.run_view import comparable_config, differing_fields, format_value
 
 Row = dict[str, Any]
 
@@ -22,10 +22,10 @@ def runs_rows(
     runs: Sequence[Row], datasets: Mapping[str, str], bests: Mapping[str, Row]
 ) -> tuple[list[Row], list[str]]:
     """The Runs list's rows and the config fields among their columns."""
-    fields = _settings([r.get("config") or {} for r in runs])
+    fields = _settings([comparable_config(r) for r in runs])
     rows = []
     for run in runs:
-        flat = flatten_config(run.get("config") or {})
+        flat = comparable_config(run)
         top = bests.get(run["id"], {})
         # Outcomes first, so they stay in view when many settings differ.
         row: Row = {
@@ -68,8 +68,8 @@ def compare_rows(
     names = [datasets.get(r.get("dataset_id") or "", r.get("dataset_id") or "—") for r in runs]
     if len(set(names)) > 1:
         rows.append(row("dataset", names))
-    flats = [flatten_config(r.get("config") or {}) for r in runs]
-    for field in _settings([r.get("config") or {} for r in runs]):
+    flats = [comparable_config(r) for r in runs]
+    for field in _settings(flats):
         rows.append(row(field, [format_value(field, flat.get(field)) for flat in flats]))
     return rows
 

@@ -36,6 +36,10 @@ CONFIG_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
     (title, tuple(field.name for field in GROUPS[title]))
     for title in ("Optimizer", "Schedule", "Network", "Data")
 )
+# A run stored by an earlier version may hold fields this one removed or renamed:
+# the API keeps them (config_unknown) and the pages show them, apart.
+UNUSED_GROUP = "Stored, not used"
+UNUSED_MARK = " (not used)"
 
 
 def flatten_config(config: Row) -> Row:
@@ -65,8 +69,11 @@ def format_value(field: str, value: Any) -> str:
     return str(value)
 
 
-def config_groups(config: Row) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Every field of ``config`` as (group, [(field, shown value)])."""
+def config_groups(
+    config: Row, unknown: Row | None = None
+) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Every field of ``config`` as (group, [(field, shown value)]); the stored
+    fields the API no longer knows (``unknown``) last, in a group of their own."""
     flat = flatten_config(config)
     groups: list[tuple[str, list[tuple[str, str]]]] = []
     known: set[str] = set()
@@ -78,7 +85,20 @@ def config_groups(config: Row) -> list[tuple[str, list[tuple[str, str]]]]:
     other = [(f, format_value(f, v)) for f, v in flat.items() if f not in known]
     if other:
         groups.append(("Other", other))
+    if unknown:
+        stored = flatten_config(unknown)
+        groups.append((UNUSED_GROUP, [(f, format_value(f, v)) for f, v in stored.items()]))
     return groups
+
+
+def comparable_config(run: Row) -> Row:
+    """A run's config for the tables of several runs, flattened: the fields it
+    trains with, plus those stored by an earlier version that nothing uses now
+    (``config_unknown``), marked so, so that a difference there is seen too."""
+    flat = flatten_config(run.get("config") or {})
+    unknown = flatten_config(run.get("config_unknown") or {})
+    flat.update({f"{field}{UNUSED_MARK}": value for field, value in unknown.items()})
+    return flat
 
 
 def differing_fields(configs: Sequence[Row]) -> list[str]:

@@ -7,6 +7,15 @@ this sweeper in a thread, and a running run whose lease stays missing for
 ``grace_s`` is put back to "queued" and sent again, so a free worker resumes
 it from its last recorded epoch. The dead worker's own message, when the
 broker delivers it again much later, finds the run final or leased: a no-op.
+
+Each such requeue is a delivery that died (unless its worker still beats:
+then only its lease was lost, to a Redis flush) and counts in ``Run.deaths``
+(``runs.death_count``: in a row, without an epoch recorded between). At
+``max_deaths`` the run is failed instead, with what was seen
+(worker/deaths.py): a run that kills every worker that takes it (out of
+memory) ends, and the queue behind it moves on. The same thread drives the
+queue reconciler (worker/reconciler.py), which sends again the queued runs
+whose message is lost.
 """
 
 from __future__ import annotations
@@ -21,11 +30,14 @@ from celery import Celery
 from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from backend import events, runs
 from backend.db import Database, Run
 from backend.queue import enqueue_training
+from worker import deaths
 from worker.lease import LeaseTiming
+from worker.reconciler import QueueReconciler
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +50,17 @@ class LeaseSweeper:
         celery: Celery,
         timing: LeaseTiming,
         clock: Callable[[], float] = time.monotonic,
+        max_deaths: int = 3,
+        reconciler: QueueReconciler | None = None,
     ) -> None:
         self.db = db
         self.redis = redis
         self.celery = celery
         self.timing = timing
+        self.max_deaths = max_deaths
+        self.reconciler = reconciler
+        # Runs failed by this sweeper as poison (their deliveries kept dying).
+        self.given_up: list[str] = []
         self._clock = clock
         self._token = uuid.uuid4().hex
         # run id -> when this sweeper first saw it running without a lease
@@ -94,25 +112,65 @@ class LeaseSweeper:
                 return False
             if self.redis.exists(events.lease_key(run_id)):
                 return False
+            owner = self._holder(run_id)
+            still_beats = deaths.alive(self.redis, owner, run_id)
         except RedisError as exc:
             log.warning("lease sweep of run %s: %s", run_id, exc)
             return False
+        seen_exit = None if still_beats or owner is None else deaths.read_exit(self.redis, owner)
+        died = not still_beats and deaths.is_death(seen_exit)
         with self.db.session() as session:
-            if not runs.requeue(session, self.redis, run_id, reason="worker lost"):
+            run = session.get(Run, run_id)
+            if run is None or run.status != "running":
+                return False
+            before = run.deaths
+            count = runs.death_count(run) if died else None
+            if count is not None and count >= self.max_deaths:
+                return self._give_up(session, run, count, seen_exit)
+            reason = "worker lost" if died else "lease lost"
+            if not runs.requeue(session, self.redis, run_id, reason=reason, deaths=count):
                 return False  # it finished or moved on meanwhile
             try:
                 enqueue_training(self.celery, run_id)
             except Exception as exc:
                 # Back to "running" without a lease: the next sweep tries again.
                 log.warning("run %s: could not queue it again: %s", run_id, exc)
-                runs.unqueue(session, run_id)
+                runs.unqueue(session, run_id, deaths=before)
                 return False
-        log.warning("run %s: its worker is gone (lease expired); queued again to resume", run_id)
+        if died:
+            log.warning(
+                "run %s: its worker %s is gone (lease expired%s); queued again to resume "
+                "(death %d of %d in a row)",
+                run_id,
+                owner or "?",
+                f", {seen_exit.describe()}" if seen_exit else "",
+                count,
+                self.max_deaths,
+            )
+        else:
+            log.warning("run %s: its lease vanished while %s lives; queued again", run_id, owner)
         return True
+
+    def _holder(self, run_id: str) -> str | None:
+        with self.db.session() as session:
+            run = session.get(Run, run_id)
+            return deaths.owner_of(run.holder) if run is not None else None
+
+    def _give_up(
+        self, session: Session, run: Run, count: int, seen_exit: deaths.Exit | None
+    ) -> bool:
+        message = deaths.describe(self.redis, run, count, seen_exit)
+        if not runs.give_up(session, self.redis, run.id, message, count, run.attempt):
+            return False
+        self.given_up.append(run.id)
+        log.error("run %s failed: %s", run.id, message)
+        return False  # not queued again
 
     def _loop(self) -> None:
         while not self._stop.wait(self.timing.sweep_s):
             try:
                 self.sweep()
+                if self.reconciler is not None:
+                    self.reconciler.maybe_reconcile()
             except Exception as exc:  # the sweeper must outlive any surprise (SQL away, ...)
                 log.warning("lease sweep failed: %s", exc)

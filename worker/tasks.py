@@ -23,7 +23,7 @@ from backend import runs
 from backend.db import Database, Run
 from backend.queue import TRAIN_TASK, enqueue_training
 from backend.settings import Settings, get_settings
-from worker.celery_app import app
+from worker.celery_app import app, training
 from worker.lease import LeaseTiming, RunLease
 from worker.training.runner import run_training
 
@@ -63,14 +63,22 @@ def train(run_id: str) -> str:
         lease = RunLease(redis, run_id, LeaseTiming.from_settings(settings))
         if not _acquire(lease, db):
             return "leased"
-        with lease.kept():
-            status = run_training(run_id, settings, db, redis, pause=shutting_down, lost=lease.lost)
+        with lease.kept(), training(run_id):
+            status = run_training(run_id, settings, db, redis, pause=shutting_down, lease=lease)
         # Released first: the worker that takes the new message must find it free.
         if status == "interrupted":
             with db.session() as session:
                 runs.requeue(session, redis, run_id)
-            enqueue_training(app, run_id)
-            log.info("run %s: worker shutting down; queued again to resume", run_id)
+            try:
+                enqueue_training(app, run_id)
+            except Exception as exc:  # the broker is away as the worker stops
+                # Queued in SQL, its message nowhere: the queue reconciler of
+                # any worker sends it again (worker/reconciler.py).
+                log.warning(
+                    "run %s: could not queue it again (%s); left to the reconciler", run_id, exc
+                )
+            else:
+                log.info("run %s: worker shutting down; queued again to resume", run_id)
         return status
     except Exception:
         # run_training records training failures itself; this is for what

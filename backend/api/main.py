@@ -18,8 +18,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from redis import Redis
 
-from backend.api.body_limit import BodySizeLimit
+from backend.api.body_limit import BodyCap, BodySizeLimit, RouteCap
 from backend.api.deps import Resources, verify_path_ids, verify_token
+from backend.api.metrics_reply import BodyCache
 from backend.api.routes import (
     datasets,
     diagnosis,
@@ -56,7 +57,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             celery=make_celery(settings),
             streams=StreamHub(aredis),
         )
-        yield {"resources": resources}
+        # Per app, bounded in bytes (CURVELAB_METRICS_CACHE_MB): see metrics_reply.
+        bodies = BodyCache(settings.metrics_cache_bytes)
+        yield {"resources": resources, "metrics_bodies": bodies}
         await resources.streams.aclose()
         await resources.aredis.aclose()
         resources.redis.close()
@@ -70,7 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Middleware added last runs first: CORS answers preflights, then the
     # token is checked, then the body is counted as it streams in.
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    default_cap, route_caps = body_caps(settings)
+    app.add_middleware(BodySizeLimit, default=default_cap, routes=route_caps)
     if settings.api_token:
         app.add_middleware(TokenGate, token=settings.api_token)
     if settings.cors_origins:
@@ -98,6 +102,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(events.router, prefix="/api", dependencies=protected)
     _document_validation_errors(app)
     return app
+
+
+# The image's own cap plus room for the multipart part's headers and boundary.
+MULTIPART_SLACK = 64 * 1024
+
+
+def body_caps(settings: Settings) -> tuple[BodyCap, list[RouteCap]]:
+    """The cap of every request body: small for JSON, the upload routes their own."""
+    json_cap = BodyCap(settings.max_json_bytes, "request body", "CURVELAB_MAX_JSON_KB")
+    return json_cap, [
+        RouteCap(
+            "POST",
+            "/api/datasets",
+            BodyCap(settings.max_upload_bytes, "upload", "CURVELAB_MAX_UPLOAD_MB"),
+        ),
+        RouteCap(
+            "POST",
+            "/api/runs/{run_id}/predict",
+            BodyCap(settings.max_image_bytes, "image", "CURVELAB_MAX_IMAGE_MB", MULTIPART_SLACK),
+        ),
+    ]
 
 
 def _document_validation_errors(app: FastAPI) -> None:

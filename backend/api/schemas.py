@@ -6,9 +6,9 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from backend.train_config import TrainConfig
+from backend.train_config import TrainConfig, read_stored_config
 
 
 def _no_control_characters(value: str) -> str:
@@ -81,7 +81,19 @@ class RunPublic(BaseModel):
     name: str
     dataset_id: str | None
     class_names: list[str]
-    config: TrainConfig
+    config: TrainConfig = Field(
+        description="The config the run trains with: the stored one, read tolerantly "
+        "(a field stored by no version takes its default)."
+    )
+    config_unknown: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Stored config fields this version does not know (removed or renamed "
+        "since the run was made): kept, not used.",
+    )
+    config_notes: list[str] = Field(
+        default_factory=list,
+        description="Stored config values that no longer validate, each replaced by its default.",
+    )
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     epochs_done: int
     error: str | None
@@ -90,10 +102,34 @@ class RunPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_stored_config(cls, data: Any) -> Any:
+        """A Run row's config as stored by whichever version made it, never a 500."""
+        if isinstance(data, dict):
+            if "config_unknown" in data or "config_notes" in data:
+                return data  # already read (a client parsing a response)
+            fields = dict(data)
+        else:
+            fields = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        stored = read_stored_config(fields.get("config"))
+        fields.update(config=stored.config, config_unknown=stored.unknown)
+        fields["config_notes"] = stored.notes
+        return fields
+
 
 class Metrics(BaseModel):
     epochs: list[dict[str, Any]] = Field(description="One row per finished epoch, 1-based.")
-    batches: list[dict[str, Any]] = Field(description="Training loss at fractional epochs.")
+    batches: list[dict[str, Any]] = Field(
+        description="Training loss at fractional epochs, as recorded: every point, or at most "
+        "`max_points` of them when the run has more (of equal step ranges, the points of "
+        "lowest and highest loss, and the first and last point). The full series: "
+        "GET /api/runs/{id}/metrics/batches.csv."
+    )
+    batches_total: int = Field(description="Batch points the run has recorded.")
+    downsampled: bool = Field(
+        description="True when `batches` is a selection of the `batches_total` points."
+    )
 
 
 class Finding(BaseModel):

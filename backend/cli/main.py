@@ -83,6 +83,30 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--per-class", type=int, default=60, help="images per class (default: %(default)s)"
     )
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="upgrade the database to this version's schema (the API and workers also do at start)",
+        description="Apply the schema migrations this version has and the database lacks; a "
+        "database made before migrations is recognised by its columns first. Safe while the "
+        "API or workers run: one process migrates at a time.",
+    )
+    migrate.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the SQLite database is, unless CURVELAB_DATABASE_URL names another "
+        "(default: $CURVELAB_DATA_DIR or ./data)",
+    )
+    shown = migrate.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--current", action="store_true", help="only print the revision the database is at"
+    )
+    shown.add_argument(
+        "--sql",
+        action="store_true",
+        help="only print the SQL that builds a new database up to the newest revision",
+    )
     return parser
 
 
@@ -156,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _up(args, settings)
     if args.command == "demo":
         return _demo(args, settings)
+    if args.command == "migrate":
+        return _migrate(args, settings)
     return _foreground(args, settings)
 
 
@@ -163,11 +189,11 @@ def _foreground(args: argparse.Namespace, settings: Settings) -> int:
     """api, worker, ui: become that process, so signals and the exit code are its own."""
     if args.command == "ui":
         try:
-            argv = parts.ui_argv(args.host, args.ui_port)
+            argv = parts.ui_argv(args.host, args.ui_port, max_upload_mb=settings.max_upload_mb)
         except FileNotFoundError as exc:
             print(f"curvelab ui: {exc}", file=sys.stderr)
             return 1
-        env = dict(os.environ, CURVELAB_API_URL=args.api_url, PYTHONUNBUFFERED="1")
+        env = parts.ui_env(os.environ, api_url=args.api_url)  # never the API token
     else:
         args.data_dir.mkdir(parents=True, exist_ok=True)
         if args.command == "api":
@@ -203,6 +229,43 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from backend import schema
+    from backend.db import make_engine
+
+    url = settings.model_copy(update={"data_dir": args.data_dir}).sqlalchemy_url
+    if args.sql:
+        print(schema.upgrade_sql(url), end="")
+        return 0
+    if not settings.database_url:
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        if args.current:
+            now = schema.current(engine)
+            state = "the newest" if now == schema.head() else f"the newest is {schema.head()}"
+            print(f"{where}: at revision {now or 'none'} ({state})")
+            return 0
+        done = schema.upgrade(engine)
+    except SQLAlchemyError as exc:
+        print(f"curvelab migrate: {where}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    if done.stamped:
+        print(f"{where}: made before migrations; its columns match revision {done.stamped}")
+    if done.applied:
+        print(f"{where}: applied {', '.join(done.applied)}; now at revision {done.after}")
+    elif done.after != schema.head():
+        print(f"{where}: at revision {done.after}, newer than this version's {schema.head()}")
+    else:
+        print(f"{where}: already at the newest revision, {done.after}")
+    return 0
+
+
 def _up(args: argparse.Namespace, settings: Settings) -> int:
     from backend.cli.up import UpOptions, run_up
 
@@ -215,6 +278,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
             redis_url=args.redis_url,
             no_ui=args.no_ui,
             api_token=settings.api_token,
+            max_upload_mb=settings.max_upload_mb,
         )
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from backend.queue import QUEUE
@@ -39,6 +40,24 @@ def child_env(*, data_dir: Path, redis_url: str, api_url: str) -> dict[str, str]
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+# All the UI process is told of curvelab's settings: where the API is. Never
+# the API token (a person signs in with it), nor the database or Redis URLs
+# (their passwords): the UI holds no power of its own.
+UI_SETTINGS = frozenset({"CURVELAB_API_URL"})
+
+
+def ui_env(env: Mapping[str, str], *, api_url: str) -> dict[str, str]:
+    """The UI's environment: ``env`` less every CURVELAB_* setting but the
+    API's address, which is ``api_url``."""
+    kept = {
+        key: value
+        for key, value in env.items()
+        if not key.startswith("CURVELAB_") or key in UI_SETTINGS
+    }
+    kept.update(CURVELAB_API_URL=api_url, PYTHONUNBUFFERED="1")
+    return kept
 
 
 # Uvicorn waits for open responses before it exits, and an SSE stream never
@@ -92,7 +111,9 @@ def streamlit_app_path() -> Path:
     return path
 
 
-def ui_argv(host: str, port: int) -> list[str]:
+def ui_argv(host: str, port: int, *, max_upload_mb: int) -> list[str]:
+    """``max_upload_mb``: the API's upload cap (Settings.max_upload_mb), so the
+    UI's file picker takes what the API takes, and the page says so."""
     return [
         sys.executable,
         "-m",
@@ -113,4 +134,6 @@ def ui_argv(host: str, port: int) -> list[str]:
         "none",
         "--client.toolbarMode",
         "viewer",  # no "Deploy" button in a self-hosted app
+        "--server.maxUploadSize",
+        str(max_upload_mb),
     ]

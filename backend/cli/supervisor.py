@@ -109,13 +109,19 @@ def describe_exit(code: int) -> str:
     return str(code)
 
 
+# Told of each child that exited on its own: its spec, pid and exit code.
+ExitHook = Callable[[ChildSpec, int, int], None]
+
+
 class Supervisor:
     """Keeps named children running until :meth:`stop`.
 
     A child that dies is started again after a backoff that doubles with each
     quick death (up to ``max_backoff``) and resets once a child has stayed up
     for ``stable_after`` seconds, so a crash loop does not spin the CPU and a
-    rare crash is repaired at once.
+    rare crash is repaired at once. ``on_exit`` hears of each death first
+    (``curvelab up`` records a worker's signal for the lease sweeper); a
+    failing hook is reported and never stops the supervision.
     """
 
     def __init__(
@@ -126,12 +132,14 @@ class Supervisor:
         stable_after: float = 60.0,
         stop_timeout: float = 10.0,
         log: Callable[[str], None] = say,
+        on_exit: ExitHook | None = None,
     ) -> None:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.stable_after = stable_after
         self.stop_timeout = stop_timeout
         self.log = log
+        self.on_exit = on_exit
         self._children: dict[str, _Child] = {}
 
     def start(self, spec: ChildSpec) -> None:
@@ -169,6 +177,11 @@ class Supervisor:
             code = child.proc.poll() if child.proc is not None else None
             if code is None:
                 continue
+            if self.on_exit is not None and child.proc is not None:
+                try:
+                    self.on_exit(child.spec, child.proc.pid, code)
+                except Exception as exc:  # a record is a nicety; restarting is the job
+                    self.log(f"could not record how {child.spec.name} exited: {exc}")
             if now - child.started_at >= self.stable_after:
                 child.quick_failures = 0
             delay = min(self.max_backoff, self.min_backoff * 2**child.quick_failures)

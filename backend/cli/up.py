@@ -17,11 +17,14 @@ from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
+from redis import Redis
 
+from backend import workers
 from backend.cli import parts
 from backend.cli.predictor import predict_worker_argv
 from backend.cli.redis_server import RedisHandle, RedisUnavailable, find_or_start
-from backend.cli.supervisor import ChildSpec, Supervisor, say
+from backend.cli.supervisor import ChildSpec, ExitHook, Supervisor, say
+from backend.settings import Settings
 
 READY_TIMEOUT_S = 120.0
 
@@ -35,6 +38,8 @@ class UpOptions:
     redis_url: str
     no_ui: bool
     api_token: str | None
+    # The API's upload cap, which the UI's file picker follows.
+    max_upload_mb: int = Settings.model_fields["max_upload_mb"].default
 
 
 class _StopFlag:
@@ -95,6 +100,7 @@ def run_up(opts: UpOptions) -> int:
             say(str(exc))
             return 1
         _report_redis(redis, opts.redis_url)
+        supervisor.on_exit = record_worker_exits(redis.url)
         api_url = parts.http_url(opts.host, opts.api_port)
         env = parts.child_env(data_dir=opts.data_dir, redis_url=redis.url, api_url=api_url)
         supervisor.start(ChildSpec("worker", parts.worker_argv(), env, logs / "worker.log"))
@@ -103,9 +109,9 @@ def run_up(opts: UpOptions) -> int:
             ChildSpec("api", parts.api_argv(opts.host, opts.api_port), env, logs / "api.log")
         )
         if not opts.no_ui:
-            supervisor.start(
-                ChildSpec("ui", parts.ui_argv(opts.host, opts.ui_port), env, logs / "ui.log")
-            )
+            ui_argv = parts.ui_argv(opts.host, opts.ui_port, max_upload_mb=opts.max_upload_mb)
+            ui_env = parts.ui_env(env, api_url=api_url)  # no token, no store's password
+            supervisor.start(ChildSpec("ui", ui_argv, ui_env, logs / "ui.log"))
         say(f"waiting for the API at {api_url} ...")
         with _client(api_url, opts.api_token) as client:
             if not _wait_ready(supervisor, client, flag):
@@ -124,6 +130,21 @@ def run_up(opts: UpOptions) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         say("stopped")
+
+
+def record_worker_exits(redis_url: str, names: tuple[str, ...] = ("worker",)) -> ExitHook:
+    """A Supervisor hook that notes in Redis how a training worker exited
+    (a signal: SIGKILL from the kernel's OOM killer, ...), under the
+    ``host:pid`` its run leases name: the lease sweeper that finds its run
+    orphaned says so, and counts it (worker/sweeper.py)."""
+    client = Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    host = socket.gethostname()
+
+    def record(spec: ChildSpec, pid: int, code: int) -> None:
+        if spec.name in names:
+            workers.record_exit(client, f"{host}:{pid}", code)
+
+    return record
 
 
 def _client(api_url: str, token: str | None) -> httpx.Client:

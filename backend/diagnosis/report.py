@@ -13,7 +13,7 @@ from backend.diagnosis.facts import dataset_facts
 from backend.diagnosis.findings import Finding
 from backend.diagnosis.gap import GapRow, decompose
 from backend.diagnosis.rules import diagnose
-from backend.train_config import TrainConfig
+from backend.train_config import read_stored_config
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class RunDiagnosis:
 def diagnose_run(session: Session, run: Run, datasets_dir: Path) -> RunDiagnosis:
     """Findings (most severe first) and the per-epoch gap decomposition."""
     history = runs.epoch_rows(session, run.id)
-    config = TrainConfig.model_validate(run.config)
+    config = read_stored_config(run.config).config
     dataset = session.get(Dataset, run.dataset_id) if run.dataset_id else None
     facts = dataset_facts(list(run.class_names), dataset, config, datasets_dir)
     return RunDiagnosis(

@@ -12,7 +12,14 @@ import streamlit as st
 
 from frontend.api_client import ApiClient, ApiError, get_client
 from frontend.choices import unique_labels
-from frontend.datasets_view import class_chart, dataset_rows, draw_samples, draw_summary, upload
+from frontend.datasets_view import (
+    class_chart,
+    dataset_rows,
+    draw_samples,
+    draw_summary,
+    upload,
+    upload_limit_mb,
+)
 
 NEW_RUN_PAGE = "app_pages/new_run.py"
 # Session-state keys of this page.
@@ -20,7 +27,7 @@ SELECTED, CONFIRM, UPLOADER, FLASH = "ds.selected", "ds.confirm", "ds.uploader",
 
 
 @st.cache_data(ttl=600, show_spinner=False)
-def _samples(_client: ApiClient, base_url: str, dataset_id: str) -> list[dict[str, Any]]:
+def _samples(_client: ApiClient, cache_key: str, dataset_id: str) -> list[dict[str, Any]]:
     """A dataset's files never change after upload; ids are never reused."""
     return _client.dataset_samples(dataset_id)
 
@@ -57,7 +64,10 @@ def main() -> None:
 
 
 def _upload_form(client: ApiClient) -> None:
-    st.markdown("**Upload a dataset**: a .zip, one folder of images per class")
+    st.markdown(
+        f"**Upload a dataset**: a .zip of up to {upload_limit_mb()} MB, "
+        "one folder of images per class"
+    )
     # A new key after each upload gives an empty file picker.
     key = f"upload-{st.session_state.get(UPLOADER, 0)}"
     archive = st.file_uploader(
@@ -97,7 +107,7 @@ def _details(client: ApiClient, dataset: dict[str, Any]) -> None:
     with samples:
         st.markdown("**Samples**")
         try:
-            draw_samples(_samples(client, client.base_url, dataset["id"]))
+            draw_samples(_samples(client, client.cache_key, dataset["id"]))
         except ApiError as exc:
             st.caption(f"No samples: {exc.detail}")
 

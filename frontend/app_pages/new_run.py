@@ -34,8 +34,8 @@ LOADED, ERRORS = "nr.loaded", "nr.errors"
 
 
 @st.cache_data(ttl=300, show_spinner=False)
-def _presets(_client: ApiClient, base_url: str) -> list[dict[str, Any]]:
-    """Presets change only with a new API version; ``base_url`` keys the cache."""
+def _presets(_client: ApiClient, cache_key: str) -> list[dict[str, Any]]:
+    """Presets change only with a new API version; ``cache_key`` keys the cache."""
     return _client.list_presets()
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     try:
         datasets = {d["id"]: d for d in client.list_datasets()}
         runs = {r["id"]: r for r in client.list_runs()}
-        presets = {p["name"]: p for p in _presets(client, client.base_url)}
+        presets = {p["name"]: p for p in _presets(client, client.cache_key)}
     except ApiError as exc:
         st.error(f"Could not read from the API: {exc.detail}")
         return

@@ -185,6 +185,21 @@ def curves(run_id: str, metrics: dict[str, Any]) -> None:
     )
     # Stable keys: a redrawn chart with a generated id would collide (streamlit#9752).
     st.plotly_chart(loss, key=f"loss-{run_id}", config={"displaylogo": False})
+    if metrics.get("downsampled"):  # the API drew a bounded number of them
+        total = metrics.get("batches_total", len(batches))
+        note = st.container(horizontal=True, vertical_alignment="center", gap="small")
+        note.caption(
+            f"{len(batches):,} of {total:,} batch points drawn: the lowest and highest loss "
+            "of each stretch of steps."
+        )
+        note.download_button(
+            "All batch points (CSV)",
+            data=partial(get_client().run_batches_csv, run_id),  # fetched on click only
+            file_name=f"curvelab-{run_id}-batches.csv",
+            mime="text/csv",
+            key=f"batches-csv-{run_id}",
+            on_click="ignore",
+        )
     st.plotly_chart(
         charts.accuracy_figure(epochs), key=f"accuracy-{run_id}", config={"displaylogo": False}
     )
@@ -206,7 +221,7 @@ def main() -> None:
     st.subheader(run["name"], anchor=False)
     config_column, curves_column = st.columns([1, 3], gap="medium")
     with config_column:
-        config_table(run["config"])
+        config_table(run["config"], run.get("config_unknown"), run.get("config_notes"))
         facts_table(run, dataset_names(client).get(run.get("dataset_id") or ""))
     with curves_column:
         actions(client, run)

@@ -205,25 +205,24 @@ def live_api(settings: Settings) -> Iterator[str]:
     thread.join(15)
 
 
-def test_the_ui_client_sends_the_token(
+def test_the_ui_client_sends_a_signed_in_token_and_never_its_environments(
     live_api: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     from frontend.api_client import ApiClient, ApiError
 
     monkeypatch.setenv("CURVELAB_API_URL", live_api)
+    # The UI process holds no power: the token, even set, is not read from it.
     monkeypatch.setenv("CURVELAB_API_TOKEN", TOKEN)
-    client = ApiClient.from_env()
-    archive = hostile_corpus.write_zip(tmp_path / "d.zip", hostile_corpus.two_classes(3))
-    dataset = client.upload_dataset("d.zip", archive, name="via the UI client")
-    assert [d["id"] for d in client.list_datasets()] == [dataset["id"]]
-    client.close()
-
-    monkeypatch.delenv("CURVELAB_API_TOKEN")
     stranger = ApiClient.from_env()
     with pytest.raises(ApiError) as refused:
         stranger.list_datasets()
     assert refused.value.status == 401
     assert stranger.health()["status"] == "ok"  # health stays open
+
+    client = stranger.signed_in(TOKEN)  # what a session gets once signed in
+    archive = hostile_corpus.write_zip(tmp_path / "d.zip", hostile_corpus.two_classes(3))
+    dataset = client.upload_dataset("d.zip", archive, name="via the UI client")
+    assert [d["id"] for d in client.list_datasets()] == [dataset["id"]]
     stranger.close()
 
 

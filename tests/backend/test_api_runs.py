@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from backend import events, runs
 from backend.api import metrics_reply
+from backend.api.routes.runs import metrics_bodies
 from backend.api.schemas import Metrics
 from backend.db import BatchMetrics, Database, Dataset, EpochMetrics, Run
 from backend.queue import QUEUE
@@ -224,9 +225,12 @@ def old_reply(database: Database, run_id: str) -> bytes:
         batches = session.scalars(
             select(BatchMetrics).where(BatchMetrics.run_id == run_id).order_by(BatchMetrics.step)
         )
+        points = [{"step": row.step, "epoch": row.epoch, **row.values} for row in batches]
         model = Metrics(
             epochs=[{"epoch": row.epoch, **row.values} for row in epochs],
-            batches=[{"step": row.step, "epoch": row.epoch, **row.values} for row in batches],
+            batches=points,
+            batches_total=len(points),  # fewer than max_points: none left out
+            downsampled=False,
         )
     return TypeAdapter(Metrics).dump_json(model)
 
@@ -244,7 +248,12 @@ def test_metrics_are_the_rows_as_the_old_route_answered(
     assert reply.json()["epochs"][0]["λ_probe"] == [1.0, 1]
 
     empty = recorded_run(epochs=0)
-    assert api.get(f"/api/runs/{empty}/metrics").json() == {"epochs": [], "batches": []}
+    assert api.get(f"/api/runs/{empty}/metrics").json() == {
+        "epochs": [],
+        "batches": [],
+        "batches_total": 0,
+        "downsampled": False,
+    }
     missing = api.get(f"/api/runs/{'f' * 32}/metrics")
     assert (missing.status_code, missing.json()["detail"]) == (404, "run not found")
 
@@ -338,8 +347,8 @@ def test_an_unchanged_run_is_encoded_once(
     built: list[int] = []
     encode = metrics_reply.encode
 
-    def counted(session: Any, run_id: str) -> bytes:
-        body = encode(session, run_id)
+    def counted(session: Any, run_id: str, max_points: int) -> bytes:
+        body = encode(session, run_id, max_points)
         built.append(len(json.loads(body)["epochs"]))
         return body
 
@@ -355,16 +364,17 @@ def test_an_unchanged_run_is_encoded_once(
     assert built == [2, 3]
 
 
-def test_the_body_cache_keeps_the_runs_read_last(
-    api: TestClient, recorded_run, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cache = metrics_reply.BodyCache(max_runs=2)
-    monkeypatch.setattr(metrics_reply, "BODIES", cache)
+def test_the_body_cache_keeps_the_runs_read_last(api: TestClient, recorded_run) -> None:
     first, second, third = (recorded_run(epochs=1) for _ in range(3))
+    size = len(api.get(f"/api/runs/{first}/metrics").content)
+    # Room for two bodies (and their ETags), not three.
+    cache = metrics_reply.BodyCache(max_bytes=2 * size + 200)
+    api.app.dependency_overrides[metrics_bodies] = lambda: cache
     for run_id in (first, second, first, third):  # ``second`` is the least recent
         api.get(f"/api/runs/{run_id}/metrics")
     assert len(cache) == 2
-    assert set(cache._bodies) == {first, third}
+    assert {run_id for run_id, _ in cache.keys()} == {first, third}
+    assert cache.size <= cache.max_bytes
 
 
 def test_the_schema_still_documents_metrics_and_the_304(api: TestClient) -> None:
@@ -381,9 +391,12 @@ def test_a_database_of_an_earlier_version_gains_the_new_columns(
         dataset = session.get(Dataset, make_dataset_row())
         assert dataset is not None
         run_id = runs.create_run(session, dataset, TrainConfig(**TINY), None).id
+    # As a database made before migrations (create_all, no alembic_version) and
+    # before these two columns: backend.schema recognises it and adds them.
     with database.engine.begin() as connection:
         for column in ("metrics_version", "attempt"):
             connection.exec_driver_sql(f"ALTER TABLE runs DROP COLUMN {column}")
+        connection.exec_driver_sql("DROP TABLE alembic_version")
     reopened = Database(settings.sqlalchemy_url)  # as the API or a worker starting up
     try:
         with reopened.session() as session:

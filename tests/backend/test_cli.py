@@ -64,16 +64,19 @@ def test_child_commands() -> None:
         "--port",
         "8123",
     ]
-    ui = parts.ui_argv("127.0.0.1", 8765)
+    ui = parts.ui_argv("127.0.0.1", 8765, max_upload_mb=64)
     app = Path(ui[4])
     assert app.name == "streamlit_app.py" and app.parent.name == "frontend" and app.is_file()
     assert ui[ui.index("--server.port") + 1] == "8765"
     assert ui[ui.index("--server.headless") + 1] == "true"
+    # The UI's file picker takes what the API takes (CURVELAB_MAX_UPLOAD_MB).
+    assert ui[ui.index("--server.maxUploadSize") + 1] == "64"
 
 
 def test_finding_the_ui_imports_no_frontend_code() -> None:
     code = (
-        "import sys; from backend.cli import parts; parts.ui_argv('127.0.0.1', 1); "
+        "import sys; from backend.cli import parts; "
+        "parts.ui_argv('127.0.0.1', 1, max_upload_mb=1); "
         "assert 'frontend' not in sys.modules and 'streamlit' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
@@ -91,6 +94,60 @@ def test_http_url_and_child_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert env["CURVELAB_REDIS_URL"] == "redis://127.0.0.1:2/0"  # ours win
     assert env["CURVELAB_DATA_DIR"] == str(tmp_path)
     assert env["CURVELAB_API_URL"] == "http://127.0.0.1:3"
+
+
+def test_the_ui_child_gets_no_token_and_no_store_password(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CURVELAB_API_TOKEN", "the-api-token")
+    monkeypatch.setenv("CURVELAB_DATABASE_URL", "postgresql+psycopg://u:pw@db/curvelab")
+    monkeypatch.setenv("CURVELAB_MAX_UPLOAD_MB", "64")
+    monkeypatch.setenv("STREAMLIT_THEME_BASE", "dark")  # not ours: passes
+    base = parts.child_env(
+        data_dir=tmp_path, redis_url="redis://:pw@127.0.0.1:2/0", api_url="http://127.0.0.1:3"
+    )
+    assert base["CURVELAB_API_TOKEN"] == "the-api-token"  # the API and workers need it
+    env = parts.ui_env(base, api_url="http://127.0.0.1:3")
+    assert [key for key in env if key.startswith("CURVELAB_")] == ["CURVELAB_API_URL"]
+    assert env["CURVELAB_API_URL"] == "http://127.0.0.1:3"
+    assert "the-api-token" not in env.values() and not any("pw" in v for v in env.values())
+    assert env["STREAMLIT_THEME_BASE"] == "dark" and env["PATH"] == os.environ["PATH"]
+
+
+def test_curvelab_ui_runs_streamlit_without_the_token_and_with_the_upload_cap(
+    tmp_path: Path,
+) -> None:
+    """The real `curvelab ui`: it execs streamlit, whose environment and command
+    line /proc shows."""
+    env = dict(
+        os.environ,
+        CURVELAB_API_TOKEN="the-api-token",
+        CURVELAB_MAX_UPLOAD_MB="64",
+        CURVELAB_API_URL="http://127.0.0.1:1",
+    )
+    command = [sys.executable, "-m", "backend.cli.main", "ui", "--ui-port", str(free_port())]
+    process = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    proc = Path(f"/proc/{process.pid}")
+    try:
+        wait_for(
+            lambda: b"streamlit" in (proc / "cmdline").read_bytes() or process.poll() is not None,
+            timeout=60,
+            what="curvelab ui to exec streamlit",
+        )
+        argv = (proc / "cmdline").read_bytes().decode().split("\0")
+        seen = dict(
+            item.split("=", 1)
+            for item in (proc / "environ").read_bytes().decode().split("\0")
+            if "=" in item
+        )
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert argv[argv.index("--server.maxUploadSize") + 1] == "64"
+    assert "CURVELAB_API_TOKEN" not in seen
+    assert seen["CURVELAB_API_URL"] == "http://127.0.0.1:1"
 
 
 def test_masked_hides_a_password() -> None:

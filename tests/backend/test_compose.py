@@ -127,3 +127,28 @@ def test_dockerfiles_exist_and_run_as_a_user(name: str) -> None:
     for line in re.findall(r"^COPY (.+)$", text, re.MULTILINE):
         for source in line.split()[:-1]:  # the last word is the destination
             assert (ROOT / source).exists(), f"{dockerfile} copies {source}, which is missing"
+
+
+def test_the_ui_gets_no_token_and_no_store_password() -> None:
+    """The UI has no power of its own: people sign in with the API's token."""
+    frontend = environment(SERVICES["frontend"])
+    assert set(frontend) == {"CURVELAB_API_URL", "CURVELAB_MAX_UPLOAD_MB"}
+    assert "CURVELAB_API_TOKEN" in environment(SERVICES["backend"])  # the API checks it
+
+
+def test_the_ui_upload_cap_follows_the_apis() -> None:
+    # Both passed through from the same variable: `curvelab ui` turns it into
+    # Streamlit's --server.maxUploadSize.
+    assert environment(SERVICES["backend"])["CURVELAB_MAX_UPLOAD_MB"] is None
+    assert environment(SERVICES["frontend"])["CURVELAB_MAX_UPLOAD_MB"] is None
+
+
+def test_only_the_api_and_the_ui_are_published_and_the_file_says_what_each_needs() -> None:
+    published = {name: service["ports"] for name, service in SERVICES.items() if "ports" in service}
+    assert published == {
+        "backend": ["${BIND_ADDRESS:-127.0.0.1}:8000:8000"],
+        "frontend": ["${BIND_ADDRESS:-127.0.0.1}:8501:8501"],
+    }
+    header = COMPOSE_TEXT.split("\nx-curvelab-env")[0]
+    for said in ("8000", "8501", "sign-in form and nothing else", "CURVELAB_API_TOKEN", "TLS"):
+        assert said in header, said

@@ -6,7 +6,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,11 @@ class Stack:
     process: subprocess.Popen[bytes]
     log: Path
     ui_url: str | None = None
+    token: str | None = None  # the API's CURVELAB_API_TOKEN, when it has one
 
     def client(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api_url, timeout=30)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return httpx.Client(base_url=self.api_url, headers=headers, timeout=30)
 
 
 def _healthy_with_worker(api_url: str) -> bool:
@@ -37,12 +39,20 @@ def _healthy_with_worker(api_url: str) -> bool:
     return body.get("status") == "ok" and body.get("workers", 0) >= 1
 
 
-def start_stack(tmp_path: Path, redis_url: str, *extra: str, ui: bool = False) -> Stack:
+def start_stack(
+    tmp_path: Path,
+    redis_url: str,
+    *extra: str,
+    ui: bool = False,
+    environment: Mapping[str, str] | None = None,
+) -> Stack:
+    """``environment``: CURVELAB_* settings for `curvelab up`, e.g. the API token."""
     port = free_port()
     ui_port = free_port()
     data_dir = tmp_path / "stack-data"
     log = tmp_path / "curvelab-up.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CURVELAB_")}
+    env.update(environment or {})
     command = [
         sys.executable,
         "-m",
@@ -80,7 +90,8 @@ def start_stack(tmp_path: Path, redis_url: str, *extra: str, ui: bool = False) -
             interval=0.5,
             what="the UI to answer",
         )
-    return Stack(api_url=api_url, data_dir=data_dir, process=process, log=log, ui_url=ui_url)
+    token = env.get("CURVELAB_API_TOKEN") or None
+    return Stack(api_url, data_dir, process, log, ui_url=ui_url, token=token)
 
 
 def _answers(url: str) -> bool:

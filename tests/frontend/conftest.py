@@ -1,6 +1,7 @@
 """A live API for page tests: the real app under uvicorn in a thread, on the
 suite's Redis and a temporary SQLite, with factories that seed datasets and
-runs (with stored epochs) without a worker."""
+runs (with stored epochs) without a worker. ``locked_api`` is the same API
+with a token (CURVELAB_API_TOKEN on the API, never in the UI's environment)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ from backend.api.main import create_app
 from backend.db import Database, Run
 from backend.settings import Settings
 from backend.synthetic import write_character_zip
-from frontend.api_client import get_client
+from frontend.api_client import shared_client
 from tests.conftest import free_port, wait_for
+
+API_TOKEN = "page-tests-token-0123456789"
 
 
 @dataclass
@@ -31,6 +34,27 @@ class LiveApi:
     settings: Settings
     database: Database
     tmp_path: Path
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What a script sends: the API's token, when it has one."""
+        token = self.settings.api_token
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def restart(self, **changes: Any) -> None:
+        """Stop the API and serve it again on the same port, with ``changes``
+        to its settings (e.g. a new ``api_token``)."""
+        self.stop()
+        self.settings = self.settings.model_copy(update=changes)
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server, self.thread = _serve(self.settings, port)
+
+    def stop(self) -> None:
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(10)
 
     def upload_dataset(
         self, name: str = "letters", num_classes: int = 3, per_class: int = 8
@@ -47,6 +71,7 @@ class LiveApi:
                 f"{self.url}/api/datasets",
                 files={"file": (archive.name, handle)},
                 data={"name": name},
+                headers=self.headers,
                 timeout=60,
             )
         reply.raise_for_status()
@@ -58,7 +83,7 @@ class LiveApi:
         body: dict[str, Any] = {"dataset_id": dataset_id, "config": config or {}}
         if name:
             body["name"] = name
-        reply = httpx.post(f"{self.url}/api/runs", json=body, timeout=10)
+        reply = httpx.post(f"{self.url}/api/runs", json=body, headers=self.headers, timeout=10)
         reply.raise_for_status()
         return dict(reply.json())
 
@@ -101,25 +126,46 @@ class LiveApi:
         events.publish(Redis.from_url(self.settings.redis_url), run_id, event)
 
 
-@pytest.fixture
-def live_api(
-    settings: Settings, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LiveApi]:
-    port = free_port()
+def _serve(settings: Settings, port: int) -> tuple[uvicorn.Server, threading.Thread]:
     server = uvicorn.Server(
         uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     wait_for(lambda: server.started, timeout=20, what="the API to start")
+    return server, thread
+
+
+def _live(
+    settings: Settings, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LiveApi]:
+    port = free_port()
+    server, thread = _serve(settings, port)
     url = f"http://127.0.0.1:{port}"
     monkeypatch.setenv("CURVELAB_API_URL", url)
+    # The UI's own environment never has it (see backend/cli/parts.py ui_env).
     monkeypatch.delenv("CURVELAB_API_TOKEN", raising=False)
-    get_client.clear()  # the UI caches its client per process
-    yield LiveApi(url=url, settings=settings, database=database, tmp_path=tmp_path)
-    get_client.clear()
-    server.should_exit = True
-    thread.join(10)
+    shared_client.clear()  # the UI caches its shared client per process
+    api = LiveApi(url, settings, database, tmp_path, server, thread)
+    yield api
+    shared_client.clear()
+    api.stop()
+
+
+@pytest.fixture
+def live_api(
+    settings: Settings, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LiveApi]:
+    yield from _live(settings, database, tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def locked_api(
+    settings: Settings, database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LiveApi]:
+    """The live API with a token: a UI session must sign in to see anything."""
+    locked = settings.model_copy(update={"api_token": API_TOKEN})
+    yield from _live(locked, database, tmp_path, monkeypatch)
 
 
 FRONTEND = Path(__file__).resolve().parents[2] / "frontend"

@@ -19,8 +19,11 @@ def client_for(
     return ApiClient("http://api.test/", token, transport=httpx.MockTransport(handler))
 
 
-def test_reads_url_and_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reads_the_url_from_the_environment_but_never_a_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("CURVELAB_API_URL", "http://elsewhere:9000/")
+    # Even set by mistake, the API's token gives the UI process no power.
     monkeypatch.setenv("CURVELAB_API_TOKEN", "s3cret")
     seen: list[httpx.Request] = []
 
@@ -34,7 +37,53 @@ def test_reads_url_and_token_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert client.base_url == "http://elsewhere:9000"
     assert client.health()["workers"] == 1
     assert str(seen[0].url) == "http://elsewhere:9000/api/health"
-    assert seen[0].headers["authorization"] == "Bearer s3cret"
+    assert "authorization" not in seen[0].headers
+    assert not client.has_token
+
+
+def test_a_signed_in_client_sends_its_token_and_the_shared_one_none() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/model"):
+            return httpx.Response(200, content=b"PK")
+        return httpx.Response(200, json=[])
+
+    shared = client_for(handler)
+    alice = shared.signed_in("alice-token")
+    bob = shared.signed_in("bob-token")
+    alice.list_runs()
+    alice.run_model("r1")
+    bob.list_runs()
+    shared.list_runs()
+    assert [r.headers.get("authorization") for r in seen] == [
+        "Bearer alice-token",
+        "Bearer alice-token",
+        "Bearer bob-token",
+        None,
+    ]
+    # One pool; three cache keys, none of which holds a token.
+    assert alice._transport is shared._transport
+    keys = {shared.cache_key, alice.cache_key, bob.cache_key}
+    assert len(keys) == 3 and not any("token" in key for key in keys)
+    alice.close()  # a session's client borrows the pool: closing it keeps the pool
+    assert not shared._http.is_closed
+    shared.list_runs()  # the pool still answers
+
+
+def test_a_refused_token_calls_the_hook_before_the_error() -> None:
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, json={"detail": "missing or wrong API token"})
+
+    client = client_for(handler).signed_in("old", on_refused=lambda: calls.append("refused"))
+    for read in (client.list_runs, lambda: client.mistake_image("r1", 0)):
+        with pytest.raises(ApiError) as caught:
+            read()
+        assert caught.value.status == 401
+    assert calls == ["refused", "refused"]
 
 
 def test_no_token_no_header(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,9 +5,11 @@ the browser test does)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from backend.synthetic import write_character_zip
@@ -125,3 +127,24 @@ def test_a_refused_upload_shows_the_apis_reason(live_api: LiveApi) -> None:
     assert "zip" in page.error[0].value.lower()
     assert page.text[0].value == "result: None"
     assert datasets_of(live_api) == []
+
+
+@pytest.fixture
+def upload_cap_64() -> Iterator[None]:
+    """What `curvelab ui`/`up` do with CURVELAB_MAX_UPLOAD_MB=64:
+    ``--server.maxUploadSize 64``."""
+    from streamlit import config
+
+    before = config.get_option("server.maxUploadSize")
+    config.set_option("server.maxUploadSize", 64)
+    yield
+    config.set_option("server.maxUploadSize", before)
+
+
+def test_the_page_says_the_upload_limit_the_file_picker_enforces(
+    live_api: LiveApi, upload_cap_64: None
+) -> None:
+    page = open_app_page("datasets")
+    assert not page.exception
+    assert any("up to 64 MB" in m.value for m in page.markdown)
+    assert page.get("file_uploader")[0].proto.max_upload_size_mb == 64

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from frontend.api_client import ApiClient, get_client
+from frontend.api_client import ApiClient, shared_client
 from tests.conftest import free_port
 from tests.frontend.conftest import FRONTEND, LiveApi, open_app_page
 
@@ -19,9 +19,9 @@ HEALTHY = {"status": "ok", "redis": True, "database": True, "workers": 1}
 
 @pytest.fixture(autouse=True)
 def fresh_client() -> Iterator[None]:
-    get_client.clear()  # the client is cached per process; each test has its own URL
+    shared_client.clear()  # the client is cached per process; each test has its own URL
     yield
-    get_client.clear()
+    shared_client.clear()
 
 
 def banner(health: dict[str, Any], health_status: int = 200, presets_status: int = 200) -> AppTest:
@@ -60,26 +60,27 @@ def test_an_unreachable_api_names_its_url_and_stops_the_app(
 def test_healthy_is_only_a_caption() -> None:
     page = banner(HEALTHY)
     assert not page.exception and not page.error and not page.warning
-    assert page.text[0].value == "page runs: True"
+    assert page.text[0].value == "page runs: ok"
     assert "1 worker" in page.sidebar.caption[0].value
 
 
 def test_no_worker_warns_that_runs_wait() -> None:
     page = banner({**HEALTHY, "workers": 0})
     assert "wait in the queue" in page.warning[0].value
-    assert page.text[0].value == "page runs: True"
+    assert page.text[0].value == "page runs: ok"
 
 
 def test_redis_down_is_an_error_but_pages_go_on() -> None:
     page = banner({**HEALTHY, "status": "degraded", "redis": False, "workers": 0}, 503)
     assert "redis" in page.error[0].value
-    assert page.text[0].value == "page runs: True"
+    assert page.text[0].value == "page runs: ok"
 
 
-def test_a_refused_token_says_which_variable_to_set() -> None:
-    page = banner(HEALTHY, presets_status=401)
-    assert "CURVELAB_API_TOKEN" in page.error[0].value
-    assert page.text[0].value == "page runs: False"
+def test_an_api_that_wants_a_token_asks_for_sign_in_and_shows_nothing() -> None:
+    page = banner({**HEALTHY, "workers": 0}, presets_status=401)
+    assert page.text[0].value == "page runs: sign-in"
+    # Not even the health details: the sign-in form is all a stranger sees.
+    assert not page.error and not page.warning and not page.sidebar.caption
 
 
 def test_a_live_api_without_workers_shows_the_page(live_api: LiveApi) -> None:

@@ -125,3 +125,29 @@ def test_compare_rows_put_runs_in_columns() -> None:
     assert table["best val_loss"] == ("0.5000", "—")
     assert table["epochs"] == ("10 / 10", "3 / 10")
     assert "dataset" not in table and "optimizer" not in table
+
+
+def test_stored_fields_no_longer_known_are_shown_apart() -> None:
+    unknown = {"legacy_knob": 3, "augment": {"shear": 0.2}}
+    groups = run_view.config_groups(CONFIG, unknown)
+    assert groups[-1] == (
+        run_view.UNUSED_GROUP,
+        [("legacy_knob", "3"), ("augment.shear", "0.2")],
+    )
+    assert run_view.config_groups(CONFIG, {}) == run_view.config_groups(CONFIG)
+
+
+def test_tables_of_several_runs_show_the_unknown_fields_marked() -> None:
+    old = {"id": "r1", "status": "succeeded", "config": CONFIG}
+    old["config_unknown"] = {"legacy_knob": 3}
+    new = {"id": "r2", "status": "succeeded", "config": CONFIG, "config_unknown": {}}
+    assert run_view.comparable_config(old)["legacy_knob (not used)"] == 3
+    rows = run_tables.compare_rows([old, new], {"r1": "old", "r2": "new"}, {}, {})
+    by_name = {row[""]: row for row in rows}
+    assert by_name["legacy_knob (not used)"] == {
+        "": "legacy_knob (not used)",
+        "old": "3",
+        "new": "—",
+    }
+    _, fields = run_tables.runs_rows([old, new], {}, {})
+    assert fields == ["legacy_knob (not used)"]

@@ -8,14 +8,16 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from backend import artifacts, events, runs
+from backend import artifacts, evaluations, events, runs
 from backend.db import Database
 from backend.queue import QUEUE, make_celery
 from backend.settings import Settings
 from tests.conftest import wait_for
-from tests.worker.conftest import MakeRun, get_run, set_run, stream
-from worker.lease import LeaseTiming, RunLease
+from tests.worker.conftest import STEPS, MakeRun, get_run, set_run, stream
+from worker.lease import RENEWED, RETAKING, TAKEN, VANISHED, LeaseTiming, RunLease
 from worker.sweeper import LeaseSweeper
+from worker.training.best import read_best
+from worker.training.fence import Fence
 from worker.training.runner import run_training
 
 FAST = LeaseTiming(renew_s=0.05, ttl_s=0.5, sweep_s=0.05, grace_s=1.0)
@@ -27,27 +29,98 @@ def test_one_holder_at_a_time_and_only_the_holder_renews_or_releases(
     mine, theirs = RunLease(redis_client, "r1", FAST), RunLease(redis_client, "r1", FAST)
     assert mine.acquire() and not theirs.acquire()
     assert mine.holder() == mine.token
-    assert mine.renew() == 1 and 0 < redis_client.pttl(mine.key) <= 500
-    assert theirs.renew() == 0
-    redis_client.delete(mine.key)  # flushed
-    assert mine.renew() == 2 and mine.holder() == mine.token
+    assert mine.renew() == RENEWED and 0 < redis_client.pttl(mine.key) <= 500
+    assert theirs.renew() == TAKEN
     theirs.release()  # not theirs to delete
     assert mine.holder() == mine.token
     mine.release()
     assert redis_client.get(mine.key) is None
 
 
-def test_the_keeper_takes_a_vanished_lease_back_and_gives_up_a_taken_one(
+def test_a_renewal_never_recreates_a_vanished_lease(redis_client: Redis) -> None:
+    lease = RunLease(redis_client, "r0", FAST)
+    assert lease.acquire()
+    redis_client.delete(lease.key)  # flushed, or expired while its holder was frozen
+    assert lease.renew() == VANISHED
+    assert redis_client.get(lease.key) is None
+    redis_client.set(lease.key, lease.claim)  # its own claim, on the explicit path
+    assert lease.renew() == RETAKING and 0 < redis_client.pttl(lease.key) <= 500
+    assert redis_client.get(lease.key) == lease.claim.encode()
+
+
+def test_the_keeper_takes_a_vanished_lease_back_while_sql_agrees_and_gives_up_a_taken_one(
     redis_client: Redis,
 ) -> None:
+    asked: list[bool] = []
+
+    def still_current() -> bool:
+        asked.append(True)
+        return True
+
     lease = RunLease(redis_client, "r2", FAST)
     assert lease.acquire()
+    lease.guard(still_current)
     with lease.kept():
         redis_client.delete(lease.key)
         wait_for(lambda: lease.holder() == lease.token, timeout=2, what="the lease back")
-        assert not lease.lost.is_set()
+        assert asked and not lease.lost.is_set()
         redis_client.set(lease.key, "another-worker")
         assert lease.lost.wait(2)
+    assert redis_client.get(lease.key) == b"another-worker"
+
+
+def test_a_stale_holder_does_not_get_a_vanished_lease_back(
+    database: Database, redis_client: Redis, make_run: MakeRun
+) -> None:
+    run_id = make_run()
+    stale = RunLease(redis_client, run_id, FAST)
+    assert stale.acquire()
+    with database.session() as session:
+        first = runs.mark_running(session, None, run_id, holder=stale.token)
+        assert first is not None
+        attempt = first.attempt
+    assert get_run(database, run_id).holder == stale.token
+    stale.guard(Fence(database, run_id, attempt).current)
+    # Frozen past its TTL: another worker took the run, trained it and let go.
+    redis_client.delete(stale.key)
+    with database.session() as session:
+        second = runs.mark_running(session, None, run_id, holder="successor")
+        assert second is not None and second.attempt == attempt + 1
+        assert runs.finish(session, None, run_id, "succeeded", attempt=second.attempt)
+    assert get_run(database, run_id).holder == "successor"
+
+    assert not stale.keep_once()  # woken: its next renewal
+    assert stale.lost.is_set()
+    assert redis_client.get(stale.key) is None  # its claim given up
+    assert get_run(database, run_id).status == "succeeded"
+
+
+def test_a_claim_waits_while_sql_does_not_answer(redis_client: Redis) -> None:
+    answers: list[bool | None] = [None, True]
+
+    def still_current() -> bool:
+        answer = answers.pop(0)
+        if answer is None:
+            raise OSError("SQL is away")
+        return answer
+
+    lease = RunLease(redis_client, "r3", FAST)
+    assert lease.acquire()
+    lease.guard(still_current)
+    redis_client.delete(lease.key)
+    assert lease.keep_once()  # claimed; SQL did not say: the claim is kept
+    assert redis_client.get(lease.key) == lease.claim.encode()
+    assert lease.keep_once()  # SQL says it is still this holder's
+    assert lease.holder() == lease.token and not lease.lost.is_set()
+
+
+def test_a_holder_whose_lease_another_took_while_it_was_gone_stops(redis_client: Redis) -> None:
+    lease = RunLease(redis_client, "r4", FAST)
+    assert lease.acquire()
+    lease.guard(lambda: True)
+    redis_client.delete(lease.key)
+    redis_client.set(lease.key, "another-worker")  # took it first
+    assert not lease.keep_once() and lease.lost.is_set()
     assert redis_client.get(lease.key) == b"another-worker"
 
 
@@ -136,10 +209,12 @@ def test_a_superseded_trainer_writes_no_row_event_checkpoint_or_status(
     make_run: MakeRun,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    run_id = make_run(epochs=3)
+    run_id = make_run(epochs=6)
     real_record = runs.record_epoch
+    asked: list[int] = []
 
     def record(session: Any, run: str, epoch: int, *args: Any, **kwargs: Any) -> bool:
+        asked.append(epoch)
         if epoch == 2:  # another delivery starts training the run now
             with database.session() as other:
                 runs.mark_running(other, None, run)
@@ -156,3 +231,16 @@ def test_a_superseded_trainer_writes_no_row_event_checkpoint_or_status(
     assert [e["epoch"] for e in stream(redis_client, run_id) if e["type"] == "epoch"] == [1]
     checkpoints = settings.runs_dir / run_id / artifacts.CHECKPOINTS
     assert sorted(path.name for path in checkpoints.iterdir()) == ["epoch-0001.keras"]
+    # It stopped at its first refused write: no later epoch was even offered
+    # to SQL, no batch point of it went out, and nothing of the end was written.
+    assert asked == [1, 2]
+    steps = [e["step"] for e in stream(redis_client, run_id) if e["type"] == "batch"]
+    assert steps and max(steps) <= 2 * STEPS
+    with database.session() as session:
+        assert max(point["step"] for point in runs.batch_rows(session, run_id)) <= STEPS
+        assert evaluations.stored(session, run_id) == {}
+    folder = settings.runs_dir / run_id
+    names = {artifacts.BEST_WEIGHTS_FILE, artifacts.CHECKPOINTS}
+    assert {path.name for path in folder.iterdir()} == names  # no model, history, best model
+    best = read_best(folder / artifacts.BEST_WEIGHTS_FILE)
+    assert best is not None and best.epoch == 1

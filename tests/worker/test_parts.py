@@ -4,6 +4,7 @@ Redis side channel, checkpoint snapshots and the order the recorder writes in.""
 from __future__ import annotations
 
 import csv
+import os
 import threading
 import time
 from pathlib import Path
@@ -18,7 +19,9 @@ from backend import events, runs
 from backend.db import Database
 from backend.settings import Settings
 from backend.train_config import TrainConfig
+from tests.conftest import wait_for
 from tests.worker.conftest import TINY, MakeRun, epoch_numbers, get_run, of_type, stream
+from worker.lease import LeaseTiming, RunLease
 from worker.training import artifacts
 from worker.training.artifacts import Snapshot, run_dir, write_history
 from worker.training.model import compile_model, make_model
@@ -94,6 +97,51 @@ def test_side_channel_outlives_a_dead_redis() -> None:
     assert time.monotonic() - started < 5
 
 
+def _epochs_on(redis: Redis, run_id: str) -> list[int]:
+    return [e["epoch"] for e in of_type(stream(redis, run_id), "epoch")]
+
+
+def test_side_channel_publishes_only_under_its_lease(redis_client: Redis) -> None:
+    run_id = "fenced"
+    lease = RunLease(redis_client, run_id, LeaseTiming(0.05, 5.0, 0.05, 1.0))
+    assert lease.acquire()
+    with SideChannel(redis_client, run_id, poll_s=0.05, drain_s=0.5, lease=lease) as side:
+        side.publish(events.epoch_event(1, {"loss": 1.0}))
+        wait_for(lambda: _epochs_on(redis_client, run_id) == [1], timeout=5, what="epoch 1")
+        # Flushed: events wait for the lease, and go out once it is back.
+        redis_client.delete(lease.key)
+        side.publish(events.epoch_event(2, {"loss": 0.9}))
+        time.sleep(0.3)
+        assert _epochs_on(redis_client, run_id) == [1]
+        redis_client.set(lease.key, lease.claim)  # being taken back: still waiting
+        time.sleep(0.3)
+        assert _epochs_on(redis_client, run_id) == [1]
+        redis_client.set(lease.key, lease.token)
+        wait_for(lambda: _epochs_on(redis_client, run_id) == [1, 2], timeout=5, what="epoch 2")
+        # Another holder: this trainer is stale; nothing more of it goes out.
+        redis_client.set(lease.key, "another-worker")
+        side.publish(events.epoch_event(3, {"loss": 0.8}))
+        assert side.lost.wait(5)
+        redis_client.set(lease.key, lease.token)
+        side.publish(events.epoch_event(4, {"loss": 0.7}))
+        time.sleep(0.3)
+    assert _epochs_on(redis_client, run_id) == [1, 2]
+    assert lease.lost.is_set()  # the whole trainer hears of it
+
+
+def test_side_channel_drops_what_waits_once_the_trainer_is_lost(redis_client: Redis) -> None:
+    run_id = "stale"
+    lease = RunLease(redis_client, run_id, LeaseTiming(0.05, 5.0, 0.05, 1.0))
+    # Its lease expired while it was frozen; its successor finished and let go.
+    with SideChannel(redis_client, run_id, poll_s=0.05, drain_s=5.0, lease=lease) as side:
+        side.publish(events.batch_event(9, 1.25, {"loss": 1.0}))
+        time.sleep(0.3)
+        lease.lost.set()  # the lease keeper asked SQL: a later delivery had the run
+        started = time.monotonic()
+    assert time.monotonic() - started < 2  # not drained for drain_s: dropped
+    assert stream(redis_client, run_id) == []
+
+
 def _fitted(config: TrainConfig) -> tuple[keras.Model, np.ndarray, np.ndarray]:
     model = compile_model(make_model(config, 3), config)
     rng = np.random.default_rng(0)
@@ -140,11 +188,12 @@ def test_a_failing_checkpoint_write_fails_the_run_and_records_nothing_after_it(
     real_save = artifacts.save_model
     saved: list[str] = []
 
-    def disk_fills_at_epoch_2(model: keras.Model, path: Path) -> None:
+    def disk_fills_at_epoch_2(model: keras.Model, path: Path, fence: Any = None) -> bool:
         if path.name == "epoch-0002.keras":
             raise OSError(28, "No space left on device")
-        real_save(model, path)
+        written = real_save(model, path, fence)
         saved.append(path.name)
+        return written
 
     monkeypatch.setattr(artifacts, "save_model", disk_fills_at_epoch_2)
     run_id = make_run(epochs=5)
@@ -187,10 +236,10 @@ def test_each_epoch_is_written_sql_then_event_then_checkpoint(
         look("sql", epoch)
         return real_record(session, run, epoch, *args, **kwargs)
 
-    def save(model: keras.Model, path: Path) -> None:
+    def save(model: keras.Model, path: Path, fence: Any = None) -> bool:
         if path.parent.name == "checkpoints":
             look("checkpoint", int(path.stem.split("-")[1]))
-        real_save(model, path)
+        return real_save(model, path, fence)
 
     def publish(self: SideChannel, event: dict[str, Any]) -> None:
         if event["type"] == "epoch":
@@ -211,3 +260,25 @@ def test_each_epoch_is_written_sql_then_event_then_checkpoint(
         ("sql", 3, False, [1, 2], [1, 2]),
         ("checkpoint", 3, False, [1, 2, 3], [1, 2, 3]),
     ]
+
+
+def test_partial_files_have_their_writers_names_and_old_ones_are_pruned(
+    settings: Settings, tmp_path: Path
+) -> None:
+    run_id = "abc123"
+    folder = artifacts.checkpoint_path(settings, run_id, 1).parent
+    names: list[str] = []
+    for _ in range(2):  # two writers of one file never share a temporary file
+        artifacts.replace_into(
+            folder / "x.txt", lambda partial: (names.append(partial.name), partial.write_text("x"))
+        )
+    assert len(set(names)) == 2 and all(name.startswith(".partial-") for name in names)
+    abandoned, fresh = folder / ".partial-1-dead-epoch-0001.keras", folder / names[0]
+    abandoned.write_bytes(b"half")
+    fresh.write_bytes(b"being written")
+    old = time.time() - artifacts.ABANDONED_S - 60
+    os.utime(abandoned, (old, old))
+    # A fenced write leaves nothing behind either.
+    assert not artifacts.replace_into(folder / "y.txt", lambda p: p.write_text("y"), lambda: False)
+    artifacts.prune_checkpoints(settings, run_id, 5)
+    assert sorted(path.name for path in folder.iterdir()) == [fresh.name, "x.txt"]

@@ -3,7 +3,10 @@ final model and the history CSV.
 
 Names come from ``backend.artifacts`` (the API serves what is written here).
 Every file is written under a temporary name and renamed into place, so a
-reader, or a worker resuming after a crash, never sees half a file.
+reader, or a worker resuming after a crash, never sees half a file. A writer
+may pass a ``fence`` (``Fence.holds``, worker/training/fence.py), asked
+between the write and the rename: a trainer that is no longer the run's
+current attempt never replaces its successor's files.
 
 A checkpoint is taken in two steps, so that the training thread only copies:
 ``Snapshot.take`` copies the model's and the optimizer's variables into a
@@ -18,8 +21,10 @@ import csv
 import os
 import re
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +34,8 @@ from backend import artifacts
 from backend.settings import Settings
 
 KEEP_CHECKPOINTS = 2
+# A partial file untouched this long is a dead writer's (no save takes an hour).
+ABANDONED_S = 3600.0
 _RUN_ID = re.compile(r"[0-9a-f]{1,64}")
 _CHECKPOINT = re.compile(r"epoch-(\d+)\.keras")
 
@@ -44,21 +51,33 @@ def checkpoint_path(settings: Settings, run_id: str, epoch: int) -> Path:
     return artifacts.checkpoint_path(settings.runs_dir, run_dir(settings, run_id).name, epoch)
 
 
-def _replace_into(path: Path, write: Any) -> None:
+Fence = Callable[[], bool]
+
+
+def replace_into(path: Path, write: Callable[[Path], Any], fence: Fence | None = None) -> bool:
+    """``write`` a temporary file, then rename it to ``path``; False (and no
+    file) when ``fence`` says, after the write, that the writer lost the run."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder, so the rename is atomic; a leading dot keeps the partial
     # file out of every glob below, and the suffix is what Keras insists on.
-    partial = path.with_name(f".partial-{path.name}")
+    # A name of this writer's own: a trainer frozen mid-write still holds its
+    # file open, and one shared name would let it write, once woken, into
+    # the file its successor wrote under that name and renamed into place.
+    partial = path.with_name(f".partial-{os.getpid()}-{uuid.uuid4().hex[:8]}-{path.name}")
     try:
         write(partial)
+        # Asked as late as can be: the window left is one rename.
+        if fence is not None and not fence():
+            return False
         os.replace(partial, path)
+        return True
     finally:
         partial.unlink(missing_ok=True)
 
 
-def save_model(model: keras.Model, path: Path) -> None:
-    """Save architecture, weights and optimizer state, atomically."""
-    _replace_into(path, model.save)
+def save_model(model: keras.Model, path: Path, fence: Fence | None = None) -> bool:
+    """Save architecture, weights and optimizer state, atomically; False when fenced."""
+    return replace_into(path, model.save, fence)
 
 
 def latest_checkpoint(settings: Settings, run_id: str, upto: int) -> int:
@@ -79,11 +98,18 @@ def latest_checkpoint(settings: Settings, run_id: str, upto: int) -> int:
 
 
 def prune_checkpoints(settings: Settings, run_id: str, epoch: int) -> None:
-    """Delete the checkpoints older than the newest ``KEEP_CHECKPOINTS`` (of ``epoch``)."""
-    for old in run_dir(settings, run_id).joinpath(artifacts.CHECKPOINTS).glob("epoch-*.keras"):
+    """Delete the checkpoints older than the newest ``KEEP_CHECKPOINTS`` (of
+    ``epoch``), and partial files that a killed worker left long ago."""
+    folder = run_dir(settings, run_id).joinpath(artifacts.CHECKPOINTS)
+    for old in folder.glob("epoch-*.keras"):
         match = _CHECKPOINT.fullmatch(old.name)
         if match and int(match.group(1)) <= epoch - KEEP_CHECKPOINTS:
             old.unlink(missing_ok=True)
+    abandoned = time.time() - ABANDONED_S
+    for partial in folder.glob(".partial-*"):
+        with suppress(OSError):  # gone meanwhile: its writer finished
+            if partial.stat().st_mtime < abandoned:
+                partial.unlink(missing_ok=True)
 
 
 class Snapshot:
@@ -155,9 +181,9 @@ def _shadow(model: keras.Model) -> tuple[keras.Model, list[tuple[Any, Any]]]:
     return shadow, pairs
 
 
-def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+def write_history(path: Path, rows: Sequence[dict[str, Any]], fence: Fence | None = None) -> bool:
     """One row per epoch, one column per metric (first seen first); blanks
-    where an epoch lacks a metric or its value was not finite."""
+    where an epoch lacks a metric or its value was not finite. False when fenced."""
     columns: dict[str, None] = {"epoch": None}
     for row in rows:
         columns.update(dict.fromkeys(row))
@@ -168,4 +194,4 @@ def write_history(path: Path, rows: Sequence[dict[str, Any]]) -> None:
             writer.writeheader()
             writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
 
-    _replace_into(path, write)
+    return replace_into(path, write, fence)

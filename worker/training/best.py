@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import math
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import keras
+
+from worker.training.artifacts import replace_into
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +46,19 @@ def read_best(path: Path) -> Best | None:
         return None
 
 
-def save_best(model: keras.Model, path: Path, best: Best) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A leading dot keeps the partial file out of globs; Keras wants the suffix.
-    partial = path.with_name(f".partial-{path.name}")
-    try:
+def save_best(
+    model: keras.Model, path: Path, best: Best, fence: Callable[[], bool] | None = None
+) -> bool:
+    """Write the weights and their labels at once; False (nothing written)
+    when ``fence``, asked before the rename, says the run is another's."""
+
+    def write(partial: Path) -> None:
         model.save_weights(partial)
         with h5py.File(partial, "a") as handle:
             handle.attrs[_EPOCH] = best.epoch
             handle.attrs[_VAL_LOSS] = best.val_loss
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+
+    return replace_into(path, write, fence)
 
 
 def best_model(model: keras.Model, path: Path) -> keras.Model:
@@ -98,10 +101,11 @@ class BestWeights:
         self.best = Best(epoch, float(val_loss))
         return self.best
 
-    def save(self, model: keras.Model, best: Best) -> None:
+    def save(self, model: keras.Model, best: Best, fence: Callable[[], bool] | None = None) -> bool:
         """Write ``model``'s weights as ``best``; a failure is logged: a lost
-        best model must never stop training."""
+        best model must never stop training. False when not written."""
         try:
-            save_best(model, self.path, best)
+            return save_best(model, self.path, best, fence)
         except Exception as exc:
             log.warning("could not save the weights of epoch %d: %s", best.epoch, exc)
+            return False

@@ -7,6 +7,10 @@ epoch, so its accuracy is Keras's ``val_accuracy`` of those weights.
 ``summarize`` is numpy only: per-class precision, recall, F1 and support,
 accuracy, loss, the confusion matrix (rows = true class, columns = predicted)
 and the most confident mistakes.
+
+Fenced like every write of a trainer (worker/training/fence.py): rows are
+stored only under the run's current attempt, and ``best.keras`` is renamed
+into place only while the attempt holds.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from backend.db import Database, Run
 from backend.settings import Settings
 from worker.training import artifacts
 from worker.training.best import best_model, read_best
+from worker.training.fence import Fence
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +149,14 @@ def evaluate_run(
     val_idx: Sequence[int],
     settings: Settings,
     db: Database,
+    fence: Fence | None = None,
 ) -> list[str]:
     """Evaluate the final ``model`` and the best epoch's weights, store each,
     and make the best weights a whole model (``best.keras``) for download and
     predict. Returns which were stored; a failure is logged, never raised:
-    the run has trained, and keeps its curves and model either way."""
+    the run has trained, and keeps its curves and model either way. A fenced
+    write (the run is another's now) stops it, ``fence.lost`` set."""
+    fence = fence if fence is not None else Fence(db, run_id, None)
     with db.session() as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -161,20 +169,31 @@ def evaluate_run(
     try:
         body = evaluate_model(model, val_data, images, val_idx, classes)
         with db.session() as session:
-            evaluations.store(session, run_id, "final", final_epoch, body)
+            stored = evaluations.store(
+                session, run_id, "final", final_epoch, body, attempt=fence.attempt
+            )
+        if not stored:
+            fence.give_up("its evaluation was refused")
+            return done
         done.append("final")
     except Exception:
         log.exception("run %s: could not evaluate the final model", run_id)
     best = read_best(folder / names.BEST_WEIGHTS_FILE)
-    if best is None:
+    if best is None or fence.lost.is_set():
         return done
     try:
         kept = best_model(model, folder / names.BEST_WEIGHTS_FILE)
         body = evaluate_model(kept, val_data, images, val_idx, classes)
         # The file first: a stored "best" evaluation always has its model.
-        artifacts.save_model(kept, folder / names.BEST_MODEL_FILE)
+        if not artifacts.save_model(kept, folder / names.BEST_MODEL_FILE, fence=fence.holds):
+            return done
         with db.session() as session:
-            evaluations.store(session, run_id, "best", best.epoch, body)
+            stored = evaluations.store(
+                session, run_id, "best", best.epoch, body, attempt=fence.attempt
+            )
+        if not stored:
+            fence.give_up("its evaluation was refused")
+            return done
         done.append("best")
     except Exception:
         log.exception("run %s: could not evaluate the weights of epoch %d", run_id, best.epoch)

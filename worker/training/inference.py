@@ -21,7 +21,7 @@ from backend import evaluations
 from backend.datasets.layout import ImageEntry
 from backend.db import Database, Run
 from backend.settings import Settings
-from backend.train_config import TrainConfig
+from backend.train_config import TrainConfig, read_stored_config
 from worker.training.pipeline import image_dataset
 
 log = logging.getLogger(__name__)
@@ -84,5 +84,5 @@ def predict_reply(
         return {"status": 409, "detail": f"the run has no {weights} model"}
     # The API stored the image as ingest would: a decoder error here is the
     # worker's fault, answered as such by the task.
-    found = probabilities(models.get(path), image, TrainConfig.model_validate(stored))
+    found = probabilities(models.get(path), image, read_stored_config(stored).config)
     return {"status": 200, "probabilities": found}

@@ -24,6 +24,13 @@ so an epoch's event still comes before the next epoch's batch events. A
 write that fails stops training at the next epoch boundary with its error;
 ``close`` (or the end of fit) waits for every write.
 
+The recorder is fenced (worker/training/fence.py): when SQL refuses an epoch
+because a later delivery trains the run (or it is final), or any part of
+the trainer saw the run go (``Fence.lost``), it stops training at the next
+batch and drops every job still queued: a stale trainer writes no row,
+event, checkpoint or best weights after its first refused write. Files are
+asked for the fence once more just before they are renamed into place.
+
 A batch point's ``loss`` and ``accuracy`` are means over the steps since the
 previous point of the same epoch, recovered from Keras's running means
 (weighted by images, as Keras weighs them): the loss at that moment of
@@ -47,6 +54,7 @@ from backend.db import Database
 from backend.settings import Settings
 from worker.training import artifacts
 from worker.training.best import Best, BestWeights
+from worker.training.fence import Fence
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +92,7 @@ class RunRecorder(keras.callbacks.Callback):
         batch_metrics_every: int,
         probes: Sequence[EpochProbe] = (),
         best: BestWeights | None = None,
+        fence: Fence | None = None,
     ) -> None:
         super().__init__()
         if steps_per_epoch < 1 or batch_metrics_every < 1:
@@ -92,6 +101,7 @@ class RunRecorder(keras.callbacks.Callback):
         # The delivery this fit belongs to (Run.attempt): SQL takes its epochs
         # only while no later delivery started training the run.
         self.attempt = attempt
+        self.fence = fence if fence is not None else Fence(db, run_id, attempt)
         self.settings = settings
         self.db = db
         self.publish = publish
@@ -107,6 +117,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.best = best
         self.cancelled = False  # True once training was stopped for a cancel
         self.paused = False  # True once training was stopped for a worker shutdown
+        self.fenced = False  # True once training was stopped: the run is another's
         self._epoch = 0  # 0-based, as Keras counts
         self._steps_started = 0
         self._started = 0.0
@@ -117,7 +128,7 @@ class RunRecorder(keras.callbacks.Callback):
         self._snapshot: artifacts.Snapshot | None = None
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._writer = _Writer(f"curvelab-recorder-{self.run_id[:8]}")
+        self._writer = _Writer(f"curvelab-recorder-{self.run_id[:8]}", halt=self.fence.lost)
         self._snapshot = artifacts.Snapshot(self.model)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -153,6 +164,10 @@ class RunRecorder(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # `batch` steps of this epoch are done; this hook runs before the next.
         self._steps_started = batch + 1
+        if self.fence.lost.is_set():
+            self.fenced = True
+            self.model.stop_training = True
+            return  # nothing more of this fit is recorded
         if self.cancel.is_set():
             self.cancelled = True
             self.model.stop_training = True
@@ -170,7 +185,7 @@ class RunRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs or {}
         ended = time.perf_counter()
-        if self._steps_started < self.steps_per_epoch:
+        if self._steps_started < self.steps_per_epoch or self.fence.lost.is_set():
             log.info("run %s: epoch %d cut short; not recorded", self.run_id, epoch + 1)
             return
         if ((epoch + 1) * self.steps_per_epoch) % self.every == 0:
@@ -206,17 +221,26 @@ class RunRecorder(keras.callbacks.Callback):
                 stored = runs.record_epoch(
                     session, self.run_id, epoch, values, points, attempt=self.attempt
                 )
-            # A worker that lost its lease (frozen past it) must not put a stale
-            # epoch on the stream, nor its checkpoint on disk: SQL refused it.
             if not stored:
+                if self.fence.holds():  # still this trainer's run: the record is ahead of it
+                    raise RuntimeError(f"epoch {epoch} is behind the run's record")
+                # A stale trainer (frozen past its lease, say): not one more write.
+                self._stop_fenced()
                 return
             self.publish(events.epoch_event(epoch, values))
-            artifacts.save_model(
-                model, artifacts.checkpoint_path(self.settings, self.run_id, epoch)
-            )
+            checkpoint = artifacts.checkpoint_path(self.settings, self.run_id, epoch)
+            if not artifacts.save_model(model, checkpoint, fence=self.fence.holds):
+                self._stop_fenced()
+                return
             artifacts.prune_checkpoints(self.settings, self.run_id, epoch)
             if best is not None and self.best is not None:
-                self.best.save(model, best)
+                self.best.save(model, best, fence=self.fence.holds)
+
+    def _stop_fenced(self) -> None:
+        """The run is another's: stop at the next batch (the writer drops the rest)."""
+        self.fence.give_up("SQL refused its write")
+        self.fenced = True
+        self.model.stop_training = True
 
     def _started_writer(self) -> tuple[_Writer, artifacts.Snapshot]:
         if self._writer is None or self._snapshot is None:
@@ -254,10 +278,12 @@ Job = Callable[[], None]
 class _Writer:
     """One thread that runs jobs in order. After a job fails it keeps the
     error and drops every later job (calling its ``on_drop``): nothing is
-    written out of order."""
+    written out of order. Once ``halt`` is set it drops every job too, with
+    no error: the trainer is fenced."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, halt: threading.Event | None = None) -> None:
         self.error: BaseException | None = None
+        self._halt = halt or threading.Event()
         self._queue: queue.Queue[tuple[Job, Job | None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -281,7 +307,7 @@ class _Writer:
                 if item is None:
                     return
                 job, on_drop = item
-                if self.error is None:
+                if self.error is None and not self._halt.is_set():
                     job()
                 elif on_drop is not None:
                     on_drop()

@@ -5,6 +5,10 @@ It re-reads the run from SQL, so a task delivered twice is harmless: a final
 or cancelled run is left alone, and an interrupted one resumes from its
 newest checkpoint (its last recorded epoch, or the one before if the worker
 died before that epoch's file was written) instead of training it again.
+
+Every write is fenced (worker/training/fence.py): once the run is another
+delivery's (or final), the trainer stops and writes nothing more, not even
+its final model, evaluation, history or status, and returns "lost".
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ from backend.datasets.layout import MANIFEST, Manifest, dataset_dir
 from backend.datasets.split import stratified_split
 from backend.db import Database, Run
 from backend.settings import Settings
-from backend.train_config import TrainConfig
+from backend.train_config import TrainConfig, read_stored_config
+from worker.lease import RunLease, owner_name
 from worker.training import artifacts
 from worker.training.best import BestWeights
 from worker.training.evaluation import evaluate_run
+from worker.training.fence import Fence
 from worker.training.model import compile_model, make_model
 from worker.training.pipeline import build_pipelines
 from worker.training.probes import build_gap_probes
@@ -47,43 +53,52 @@ def run_training(
     db: Database,
     redis: Redis | None,
     pause: threading.Event | None = None,
-    lost: threading.Event | None = None,
+    lease: RunLease | None = None,
 ) -> str:
     """Train the run and return its final status ("missing" if there is no
     such run). Failures are recorded on the run, not raised.
 
     ``pause`` set (the worker is shutting down) stops training at the next
     batch and returns "interrupted": the run stays resumable from its last
-    checkpointed epoch, and the caller queues it again. ``lost`` set (another
-    worker took the run's lease) stops it too and returns "lost", leaving the
-    run to the other worker; so does a later delivery's start seen in SQL
-    (``Run.attempt``), which this one's records and final status yield to."""
+    checkpointed epoch, and the caller queues it again. ``lease``: the run's
+    lease, held by the caller (worker/tasks.py); its token is this attempt's
+    holder in SQL and the side channel publishes under it. The run going to
+    another (the lease taken, or a later delivery's start seen in SQL) stops
+    training and returns "lost", leaving the run to the other worker."""
     artifacts.run_dir(settings, run_id)  # refuses a malformed id before any I/O
+    lost = lease.lost if lease is not None else threading.Event()
+    if lost.is_set():
+        return "lost"  # another took the lease before this delivery started
     with db.session() as session:
-        run = runs.mark_running(session, redis, run_id)
+        holder = lease.token if lease is not None else owner_name()
+        run = runs.mark_running(session, redis, run_id, holder=holder)
         if run is None:
             current = session.get(Run, run_id)
             return current.status if current is not None else "missing"
         stored_config, dataset_id, epochs_done = run.config, run.dataset_id, run.epochs_done
         attempt = run.attempt
+    fence = Fence(db, run_id, attempt, lost)
+    if lease is not None:
+        lease.guard(fence.current)  # a vanished lease comes back only while SQL agrees
     try:
-        config = TrainConfig.model_validate(stored_config)
-        stop = _Either(*(event for event in (pause, lost) if event is not None))
+        config = read_stored_config(stored_config).config
         outcome = _train(
-            run_id, attempt, config, dataset_id, epochs_done, settings, db, redis, stop
+            run_id, fence, config, dataset_id, epochs_done, settings, db, redis, pause, lease
         )
-        if lost is not None and lost.is_set():
+        if lost.is_set():
             return "lost"
         if outcome == "interrupted":
-            return outcome
+            # Queued again by the caller: only while the run is still this one's.
+            return outcome if fence.holds() else "lost"
         if outcome == "succeeded":
             with db.session() as session:
                 rows = runs.epoch_rows(session, run_id)
             folder = artifacts.run_dir(settings, run_id)
-            artifacts.write_history(folder / names.HISTORY_FILE, rows)
+            if not artifacts.write_history(folder / names.HISTORY_FILE, rows, fence=fence.holds):
+                return "lost"
     except Exception as exc:
         log.exception("run %s failed", run_id)
-        if lost is not None and lost.is_set():
+        if lost.is_set():
             return "lost"  # the run is another worker's now
         with db.session() as session:
             marked = runs.finish(
@@ -99,7 +114,7 @@ def run_training(
 
 def _train(
     run_id: str,
-    attempt: int,
+    fence: Fence,
     config: TrainConfig,
     dataset_id: str | None,
     epochs_done: int,
@@ -107,9 +122,10 @@ def _train(
     db: Database,
     redis: Redis | None,
     pause: threading.Event | None,
+    lease: RunLease | None,
 ) -> str:
     """Fit from the last recorded epoch on: "succeeded", or "cancelled" or
-    "interrupted" when stopped early."""
+    "interrupted" when stopped early, or "lost" when fenced."""
     if dataset_id is None:
         raise FileNotFoundError("the run's dataset was deleted")
     folder = dataset_dir(settings.datasets_dir, dataset_id)
@@ -125,7 +141,10 @@ def _train(
     if initial_epoch < epochs_done:
         # The curves go back to the model's epoch (the start, without a checkpoint).
         with db.session() as session:
-            runs.rewind(session, redis, run_id, initial_epoch)
+            rewound = runs.rewind(session, redis, run_id, initial_epoch, attempt=fence.attempt)
+        if not rewound:
+            fence.give_up("its rewind was refused")
+            return "lost"
     # A resumed fit restarts the shuffle's iteration count; a shifted seed
     # keeps its epochs from replaying the first epochs' orders.
     shuffle_seed = config.seed + initial_epoch
@@ -139,10 +158,13 @@ def _train(
                 folder, manifest.images, train_idx.tolist(), data.val, config, settings
             )
         )
-    with SideChannel(redis, run_id, maxlen=settings.stream_maxlen) as side:
+    side_channel = SideChannel(
+        redis, run_id, maxlen=settings.stream_maxlen, lease=lease, lost=fence.lost
+    )
+    with side_channel as side:
         recorder = RunRecorder(
             run_id=run_id,
-            attempt=attempt,
+            attempt=fence.attempt,
             settings=settings,
             db=db,
             publish=side.publish,
@@ -157,6 +179,7 @@ def _train(
                 artifacts.run_dir(settings, run_id) / names.BEST_WEIGHTS_FILE,
                 initial_epoch=initial_epoch,
             ),
+            fence=fence,
         )
         callbacks: list[keras.callbacks.Callback] = [recorder]
         if config.early_stopping_patience is not None:
@@ -179,14 +202,18 @@ def _train(
             # Keras skips on_train_end when fit raises: the queued checkpoint,
             # SQL row and event must still land before the run is marked.
             recorder.close()
+    if recorder.fenced or fence.lost.is_set():
+        return "lost"
     if recorder.cancelled or side.cancelled.is_set():
         return "cancelled"
     if recorder.paused:
         return "interrupted"
-    artifacts.save_model(model, artifacts.run_dir(settings, run_id) / names.MODEL_FILE)
+    model_file = artifacts.run_dir(settings, run_id) / names.MODEL_FILE
+    if not artifacts.save_model(model, model_file, fence=fence.holds):
+        return "lost"
     # Before the run is marked succeeded: a client that sees it final finds its evaluation.
-    evaluate_run(run_id, model, data.val, manifest.images, val_idx.tolist(), settings, db)
-    return "succeeded"
+    evaluate_run(run_id, model, data.val, manifest.images, val_idx.tolist(), settings, db, fence)
+    return "lost" if fence.lost.is_set() else "succeeded"
 
 
 def _model(
@@ -210,17 +237,6 @@ def _model(
         )
     model = compile_model(make_model(config, num_classes), config)
     return model, 0
-
-
-class _Either(threading.Event):
-    """Set while any of its events is: the recorder reads only ``is_set``."""
-
-    def __init__(self, *events: threading.Event) -> None:
-        super().__init__()
-        self._events = events
-
-    def is_set(self) -> bool:
-        return any(event.is_set() for event in self._events)
 
 
 def describe_error(exc: BaseException) -> str:

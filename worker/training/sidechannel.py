@@ -11,6 +11,14 @@ and go out, still in order, once it answers again, so the stream keeps every
 epoch across a Redis restart; at ``close`` the thread tries for ``drain_s``
 more, then drops what is left (SQL has the epochs; the SSE endpoint fills
 them in from there).
+
+With the run's lease (worker/lease.py) every event is added in one Lua
+script, and only while the lease holds this trainer's token: a trainer that
+lost the run (frozen past its lease, woken after another took it on) puts
+nothing on the stream. While the lease is missing or being taken back,
+events wait in the backlog as they do while Redis refuses; once another
+holds it, or the trainer's ``lost`` is set, the backlog and every later
+event are dropped, and ``lost`` is set for the rest of the trainer.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from backend import events, runs
+from worker.lease import RunLease
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +44,19 @@ RETRY_S = 0.5  # between tries to publish while Redis refuses
 DRAIN_S = 3.0  # at close, how long to keep trying to publish the backlog
 BACKLOG = 20_000  # events kept while Redis refuses; the oldest go first
 _STOP = object()
+# KEYS: lease, stream. ARGV: token, its retaking claim, maxlen, then the fields.
+# The entry id when added; 0: the lease is missing or being taken back (wait);
+# -1: another holds it (never).
+_FENCED_XADD = """
+local value = redis.call('GET', KEYS[1])
+if value == ARGV[1] then
+    return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', unpack(ARGV, 4))
+end
+if not value or value == ARGV[2] then
+    return 0
+end
+return -1
+"""
 
 
 class SideChannel:
@@ -45,8 +67,17 @@ class SideChannel:
         poll_s: float = POLL_S,
         maxlen: int = 100_000,
         drain_s: float = DRAIN_S,
+        lease: RunLease | None = None,
+        lost: threading.Event | None = None,
     ) -> None:
         self.run_id = run_id
+        self._lease = lease
+        # Set by whichever part of the trainer sees the run go first.
+        self.lost = lost if lost is not None else lease.lost if lease else threading.Event()
+        self._fenced_xadd = (
+            redis.register_script(_FENCED_XADD) if redis is not None and lease is not None else None
+        )
+        self._waiting = False  # for the lease: said once in the log
         self._maxlen = maxlen
         self._drain_s = drain_s
         self._backlog: deque[dict[str, Any]] = deque(maxlen=BACKLOG)
@@ -61,7 +92,8 @@ class SideChannel:
 
     def publish(self, event: dict[str, Any]) -> None:
         """Queue an event for the run's stream; returns at once."""
-        self._queue.put(event)
+        if not self.lost.is_set():
+            self._queue.put(event)
 
     def start(self) -> SideChannel:
         self._thread.start()
@@ -124,12 +156,17 @@ class SideChannel:
 
     def _flush(self) -> bool:
         """Publish the backlog in order; False when Redis refused (kept for later)."""
-        if self._redis is None:
+        redis = self._redis
+        if redis is None:
             self._backlog.clear()
             return True
         while self._backlog:
+            if self.lost.is_set():
+                self._drop_all("the run is another's")
+                return True
             try:
-                events.publish(self._redis, self.run_id, self._backlog[0], maxlen=self._maxlen)
+                if not self._add(redis, self._backlog[0]):
+                    return False
             except RedisError as exc:
                 if not self._failing:
                     log.warning(
@@ -146,3 +183,32 @@ class SideChannel:
             log.info("run %s: Redis answers again; backlog published", self.run_id)
             self._failing = False
         return True
+
+    def _add(self, redis: Redis, event: dict[str, Any]) -> bool:
+        """XADD one event (under the lease when there is one); False: wait
+        for the lease. True when it is out of the backlog: added, or refused
+        for good. RedisError while Redis refuses."""
+        if self._fenced_xadd is None or self._lease is None:
+            events.publish(redis, self.run_id, event, maxlen=self._maxlen)
+            return True
+        fields = [part for pair in events.encode(event).items() for part in pair]
+        added = self._fenced_xadd(
+            keys=[self._lease.key, events.stream_key(self.run_id)],
+            args=[self._lease.token, self._lease.claim, self._maxlen, *fields],
+        )
+        if added == 0:
+            if not self._waiting:
+                log.info("run %s: its lease is missing; events wait for it", self.run_id)
+            self._waiting = True
+            return False
+        if added == -1:  # the rest goes at the next turn of _flush
+            log.warning("run %s: its lease is another's; publishing nothing more", self.run_id)
+            self.lost.set()
+            return True
+        self._waiting = False
+        return True
+
+    def _drop_all(self, why: str) -> None:
+        if self._backlog:
+            log.warning("run %s: %d events not published: %s", self.run_id, len(self._backlog), why)
+        self._backlog.clear()

@@ -1,24 +1,44 @@
 """Predict: a finished run's model on one uploaded image, answered by a
-predict worker (the API itself never loads TensorFlow)."""
+predict worker (the API itself never loads TensorFlow).
+
+An async route: the wait for the worker's reply awaits Redis and holds no
+thread. The SQL reads and the image check (Pillow) are short and blocking, so
+they run in the thread pool, each in a session of its own: a waiting request
+holds no SQL connection either.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile, status
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 
 from backend import evaluations
-from backend.api.deps import ResourcesDep, SessionDep
+from backend.api.deps import Resources, ResourcesDep
 from backend.api.evaluation_schemas import ClassProbability, PredictionPublic
 from backend.api.routes.evaluation import WeightsQuery
 from backend.api.routes.runs import get_run
 from backend.datasets.errors import IngestError
 from backend.datasets.images import UnreadableImage
+from backend.evaluations import Weights
 from backend.predict import ImageTooLarge, PredictTimeout, request_prediction, stored_image
 
 router = APIRouter(prefix="/runs", tags=["predict"])
+
+
+@dataclass(frozen=True)
+class _Request:
+    """What the answer needs, read before the wait."""
+
+    run_id: str
+    class_names: list[str]
+    weights: Weights
+    epoch: int | None
+    image: bytes
 
 
 @router.post(
@@ -31,9 +51,8 @@ router = APIRouter(prefix="/runs", tags=["predict"])
         504: {"description": "No predict worker answered in time."},
     },
 )
-def predict(
+async def predict(
     run_id: str,
-    session: SessionDep,
     resources: ResourcesDep,
     file: Annotated[
         UploadFile, File(description="One image: PNG, JPEG, BMP, GIF, TIFF, WebP or PPM.")
@@ -42,31 +61,15 @@ def predict(
     weights: WeightsQuery = None,
 ) -> PredictionPublic:
     """The run's most probable classes for one image, preprocessed as in training."""
-    settings = resources.settings
-    run = get_run(session, run_id)
-    if run.status != "succeeded":
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"run is {run.status}: predict needs a run that trained to the end",
-        )
-    chosen = weights or evaluations.default_weights(settings.runs_dir, run.id)
-    if chosen is None or not evaluations.model_path(settings.runs_dir, run.id, chosen).is_file():
-        raise HTTPException(
-            status.HTTP_409_CONFLICT, f"run has no {chosen or 'trained'} model to predict with"
-        )
+    request = await run_in_threadpool(_checked_request, resources, run_id, weights, file)
     try:
-        image = stored_image(
-            file.file, file.filename or "image", settings.tmp_dir, settings.max_image_pixels
-        )
-    except UnreadableImage as exc:
-        raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"not an image: {exc.reason}"
-        ) from exc
-    except (IngestError, ImageTooLarge) as exc:
-        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
-    try:
-        reply = request_prediction(
-            resources.celery, resources.redis, run.id, chosen, image, settings.predict_timeout_s
+        reply = await request_prediction(
+            resources.celery,
+            resources.aredis,
+            request.run_id,
+            request.weights,
+            request.image,
+            resources.settings.predict_timeout_s,
         )
     except PredictTimeout as exc:
         raise HTTPException(
@@ -80,14 +83,12 @@ def predict(
         ) from exc
     if reply.get("status") != 200:
         raise HTTPException(int(reply.get("status") or 500), str(reply.get("detail")))
-    names = list(run.class_names)
+    names = request.class_names
     ranked = sorted(enumerate(reply["probabilities"]), key=lambda item: -item[1])[:top_k]
-    evaluation = evaluations.stored(session, run.id).get(chosen)
-    epoch = evaluation.epoch if evaluation else run.epochs_done if chosen == "final" else None
     return PredictionPublic(
-        run_id=run.id,
-        weights=chosen,
-        epoch=epoch,
+        run_id=request.run_id,
+        weights=request.weights,
+        epoch=request.epoch,
         top=[
             ClassProbability(
                 name=names[index] if index < len(names) else str(index),
@@ -97,3 +98,42 @@ def predict(
             for index, probability in ranked
         ],
     )
+
+
+def _checked_request(
+    resources: Resources, run_id: str, weights: Weights | None, file: UploadFile
+) -> _Request:
+    """The run can predict with ``weights`` and the file is an image (else
+    the HTTPException that says what is wrong); in the thread pool."""
+    settings = resources.settings
+    with resources.db.session() as session:
+        run = get_run(session, run_id)
+        if run.status != "succeeded":
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"run is {run.status}: predict needs a run that trained to the end",
+            )
+        chosen = weights or evaluations.default_weights(settings.runs_dir, run.id)
+        path = evaluations.model_path(settings.runs_dir, run.id, chosen) if chosen else None
+        if chosen is None or path is None or not path.is_file():
+            raise HTTPException(
+                status.HTTP_409_CONFLICT, f"run has no {chosen or 'trained'} model to predict with"
+            )
+        evaluation = evaluations.stored(session, run.id).get(chosen)
+        epoch = evaluation.epoch if evaluation else run.epochs_done if chosen == "final" else None
+        names = list(run.class_names)
+    try:
+        image = stored_image(
+            file.file,
+            file.filename or "image",
+            settings.tmp_dir,
+            settings.max_image_pixels,
+            settings.max_image_bytes,
+        )
+    except UnreadableImage as exc:
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE, f"not an image: {exc.reason}"
+        ) from exc
+    except (IngestError, ImageTooLarge) as exc:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, str(exc)) from exc
+    return _Request(run_id, names, chosen, epoch, image)

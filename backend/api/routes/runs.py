@@ -1,16 +1,18 @@
-"""Runs: create (queue for a worker), list, read, cancel, metrics."""
+"""Runs: create (queue for a worker), list, read, cancel, metrics (JSON and CSV)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, HTTPException, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy import select
 
-from backend import runs
-from backend.api import metrics_reply
+from backend import downsample, memory_estimate, runs, workers
+from backend.api import metrics_csv, metrics_reply
 from backend.api.deps import ResourcesDep, SessionDep, is_server_id
 from backend.api.schemas import Metrics, RunCreate, RunPublic
 from backend.db import Dataset, Run
@@ -35,6 +37,13 @@ def create_run(body: RunCreate, session: SessionDep, resources: ResourcesDep) ->
     dataset = session.get(Dataset, body.dataset_id) if is_server_id(body.dataset_id) else None
     if dataset is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"dataset {body.dataset_id} not found")
+    # A run that cannot fit would kill every worker that takes it: refused here.
+    budget = workers.training_budget_mb(resources.redis, resources.settings.worker_memory_mb)
+    if budget is not None:
+        needed = memory_estimate.for_dataset(body.config, dataset)
+        refusal = memory_estimate.too_big(needed, budget)
+        if refusal is not None:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, refusal)
     run = runs.create_run(session, dataset, body.config, body.name)
     try:
         enqueue_training(resources.celery, run.id)
@@ -79,22 +88,66 @@ def cancel_run(run_id: str, session: SessionDep, resources: ResourcesDep) -> Run
         ) from exc
 
 
+def metrics_bodies(request: Request) -> metrics_reply.BodyCache:
+    """The app's cache of metrics bodies, made in its lifespan (bounded in bytes)."""
+    cache: metrics_reply.BodyCache = request.state.metrics_bodies
+    return cache
+
+
+MaxPoints = Annotated[
+    int,
+    Query(
+        ge=downsample.MIN_POINTS,
+        le=downsample.MAX_POINTS_LIMIT,
+        description="At most this many batch points; a longer series is downsampled "
+        "(min/max per bucket, see `downsampled`).",
+    ),
+]
+
+
 @router.get(
     "/{run_id}/metrics",
     response_model=Metrics,
     responses={304: {"description": "Not modified: the If-None-Match ETag is current."}},
 )
 def run_metrics(
-    run_id: str, session: SessionDep, if_none_match: Annotated[str | None, Header()] = None
+    run_id: str,
+    session: SessionDep,
+    bodies: Annotated[metrics_reply.BodyCache, Depends(metrics_bodies)],
+    if_none_match: Annotated[str | None, Header()] = None,
+    max_points: MaxPoints = downsample.DEFAULT_MAX_POINTS,
 ) -> Response:
-    """Every finished epoch (1-based) and the streamed batch points, from SQL."""
+    """Every finished epoch (1-based) and the batch points, downsampled past ``max_points``."""
     run = get_run(session, run_id)
-    tag = metrics_reply.etag(run)
+    tag = metrics_reply.etag(run, max_points)
     # Viewers poll: they must ask again each time, and usually hear "unchanged".
     headers = {"ETag": tag, "Cache-Control": "no-cache"}
     if metrics_reply.etag_matches(if_none_match, tag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
     # Already the Metrics JSON: returned as bytes, it skips a validation that
     # would only copy the rows' dicts.
-    body = metrics_reply.BODIES.body(session, run)
+    body = bodies.body(session, run, max_points)
     return Response(body, media_type="application/json", headers=headers)
+
+
+class CSVResponse(StreamingResponse):
+    media_type = "text/csv"  # Starlette adds "; charset=utf-8"
+
+
+def _csv(run: Run, rows: Iterator[str], kind: str) -> CSVResponse:
+    disposition = f'attachment; filename="run-{run.id}-{kind}.csv"'
+    return CSVResponse(rows, headers={"Content-Disposition": disposition})
+
+
+@router.get("/{run_id}/metrics/batches.csv", response_class=CSVResponse)
+def run_batches_csv(run_id: str, session: SessionDep, resources: ResourcesDep) -> CSVResponse:
+    """Every batch point, in step order, as CSV (streamed: any length of run)."""
+    run = get_run(session, run_id)
+    return _csv(run, metrics_csv.batch_csv(resources.db, run.id), "batches")
+
+
+@router.get("/{run_id}/metrics/epochs.csv", response_class=CSVResponse)
+def run_epochs_csv(run_id: str, session: SessionDep, resources: ResourcesDep) -> CSVResponse:
+    """Every finished epoch's values, as CSV."""
+    run = get_run(session, run_id)
+    return _csv(run, metrics_csv.epoch_csv(resources.db, run.id), "epochs")
