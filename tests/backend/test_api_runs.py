@@ -373,7 +373,7 @@ def test_the_body_cache_keeps_the_runs_read_last(api: TestClient, recorded_run) 
     for run_id in (first, second, first, third):  # ``second`` is the least recent
         api.get(f"/api/runs/{run_id}/metrics")
     assert len(cache) == 2
-    assert {run_id for run_id, _ in cache.keys()} == {first, third}
+    assert {run_id for run_id, _ in cache.keys()} == {first, third}  # noqa: SIM118
     assert cache.size <= cache.max_bytes
 
 
