@@ -34,10 +34,14 @@ test-deps:
 	command -v chromium >/dev/null 2>&1 || missing=" chromium"; \
 	if [ -n "$$missing" ]; then $(APT_INSTALL); fi
 
-# Re-installs only when pyproject.toml changes: `make install` is idempotent.
-$(STAMP): pyproject.toml
+# Re-installs only when a pyproject.toml changes: `make install` is idempotent.
+# The client (client/, importable as `curvelab`: the worker measures with it)
+# first, then the server: both have a `curvelab` script, and the server's,
+# installed last, is the one left in .venv/bin (its `sync` calls the client's).
+$(STAMP): pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ./client
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 

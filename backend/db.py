@@ -103,6 +103,15 @@ class Run(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Who trains it: "worker" (a TrainConfig, queued) or "keras" (a user's own
+    # model.fit with curvelab.Callback, sent over REST: backend.external_runs).
+    # An external run has no lease, no queue message and config {}.
+    source: Mapped[str] = mapped_column(String(16), default="worker", server_default="worker")
+    # The machine an external run trains on, as its client names it.
+    host: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    # An external run's model and fit settings (backend.fit_summary.FitSummary):
+    # what a TrainConfig says of a worker's run.
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class EpochMetrics(Base):

@@ -1,7 +1,8 @@
 """The Redis contract: key names and the run event stream.
 
 Each run has one Redis Stream. Its entries are the run's events in order:
-``status`` (queued, running, succeeded, failed, cancelled), ``epoch`` (every
+``status`` (queued, running, succeeded, failed, cancelled, interrupted: an
+external run's script stopped by Ctrl-C), ``epoch`` (every
 Keras log value of a finished epoch, 1-based) and ``batch`` (the training loss
 at a fractional epoch). A stream gives replay and live tail in one, and its
 entry ids are the SSE ids that a reconnecting client sends back.
@@ -25,8 +26,8 @@ from typing import Any, Literal
 from redis import Redis
 
 EventType = Literal["status", "epoch", "batch"]
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
 
 _PREFIX = "curvelab"
 
@@ -114,6 +115,17 @@ def publish(redis: Redis, run_id: str, event: dict[str, Any], maxlen: int = 100_
     """XADD one event; returns its stream id."""
     entry_id = redis.xadd(stream_key(run_id), encode(event), maxlen=maxlen, approximate=True)
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def publish_many(
+    redis: Redis, run_id: str, batch: list[dict[str, Any]], maxlen: int = 100_000
+) -> None:
+    """XADD events in order, in one round trip: an external run's client sends
+    thousands of batch points in one request (``curvelab sync``)."""
+    with redis.pipeline(transaction=False) as pipe:
+        for event in batch:
+            pipe.xadd(stream_key(run_id), encode(event), maxlen=maxlen, approximate=True)
+        pipe.execute()
 
 
 _SQL_ID = re.compile(r"^0-(\d{1,9})$")

@@ -4,7 +4,10 @@ The only writer of a run's metric rows, too: every change to them moves
 ``Run.metrics_version`` in the same transaction (GET /metrics keys on it).
 
 The API creates and cancels runs; the worker marks them running, records
-epochs and finishes them. Each status change is written to SQL first (the
+epochs and finishes them. An external run (``Run.source`` "keras", a user's
+own ``model.fit``: backend/external_runs.py) has its epochs and batch points
+appended here too (``append_epochs``, ``append_batches``); no worker ever
+starts, requeues or fails one. Each status change is written to SQL first (the
 record), then published to the run's stream (the live view); a Redis failure
 is logged and never loses the SQL record.
 """
@@ -17,7 +20,7 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import case, delete, func, or_, select, update
+from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from backend import events
@@ -25,6 +28,9 @@ from backend.db import BatchMetrics, Dataset, EpochMetrics, Run, utcnow
 from backend.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+WORKER = "worker"  # Run.source of a run trained here from a TrainConfig
+EXTERNAL = "keras"  # Run.source of a user's own model.fit, sent over REST
 
 
 def publish_quietly(
@@ -67,8 +73,8 @@ def mark_running(
     only the later one records. ``holder`` (the lease token, see
     worker/lease.py) names the worker of that attempt."""
     run = session.get(Run, run_id)
-    if run is None or run.status in events.FINAL_STATUSES:
-        return None
+    if run is None or run.status in events.FINAL_STATUSES or run.source != WORKER:
+        return None  # an external run's id in a stray message: its script trains it
     if redis is not None and cancel_requested(redis, run_id):
         finish(session, redis, run_id, "cancelled")
         return None
@@ -180,7 +186,9 @@ def requeue(
     if deaths is not None:
         values["deaths"] = deaths
     changed = session.execute(
-        update(Run).where(Run.id == run_id, Run.status == "running").values(**values)
+        update(Run)
+        .where(Run.id == run_id, Run.status == "running", Run.source == WORKER)
+        .values(**values)
     )
     session.commit()
     if not getattr(changed, "rowcount", 0):
@@ -275,16 +283,20 @@ def finish(
     status: str,
     error: str | None = None,
     attempt: int | None = None,
+    open_only: bool = False,
 ) -> bool:
     """Mark the run final and say so on its stream. With ``attempt`` (a
     worker's delivery, see ``record_epoch``), only while no later delivery
-    started training it and the run is not final yet: False, and nothing
-    written or published, otherwise."""
+    started training it and the run is not final yet; with ``open_only``,
+    only while it is not final yet: False, and nothing written or published,
+    otherwise."""
     if status not in events.FINAL_STATUSES:
         raise ValueError(f"{status!r} is not a final status")
     fence = [Run.id == run_id]
     if attempt is not None:
-        fence += [Run.attempt == attempt, Run.status.not_in(events.FINAL_STATUSES)]
+        fence += [Run.attempt == attempt]
+    if attempt is not None or open_only:
+        fence += [Run.status.not_in(events.FINAL_STATUSES)]
     changed = session.execute(
         update(Run).where(*fence).values(status=status, error=error, finished_at=utcnow())
     )
@@ -330,6 +342,81 @@ def cancel_requested(redis: Redis, run_id: str) -> bool:
         return bool(redis.exists(events.cancel_key(run_id)))
     except RedisError:
         return False
+
+
+def append_epochs(
+    session: Session, run_id: str, rows: list[tuple[int, dict[str, Any]]]
+) -> list[int] | None:
+    """Store the epochs (number, values) of an external run that SQL lacks;
+    one it has already (a re-send) keeps its first values. Returns the
+    epochs stored, in order; None, and nothing written, when ``run_id`` is
+    not an external run's. ``epochs_done`` becomes the highest epoch stored."""
+    by_epoch = [(epoch, {"values": values}) for epoch, values in rows]
+    stored = _append(session, run_id, EpochMetrics, EpochMetrics.epoch, by_epoch)
+    if stored is None:
+        return None
+    if stored:
+        top = max(stored)
+        session.execute(
+            update(Run).where(Run.id == run_id, Run.epochs_done < top).values(epochs_done=top)
+        )
+    session.commit()
+    return stored
+
+
+def append_batches(
+    session: Session, run_id: str, rows: list[tuple[int, float, dict[str, Any]]]
+) -> list[int] | None:
+    """Store the batch points (step, fractional epoch, values) of an external
+    run that SQL lacks, by step, as ``append_epochs`` does epochs. Returns the
+    steps stored; None when ``run_id`` is not an external run's."""
+    by_step = [(step, {"epoch": at, "values": values}) for step, at, values in rows]
+    stored = _append(session, run_id, BatchMetrics, BatchMetrics.step, by_step)
+    if stored is not None:
+        session.commit()
+    return stored
+
+
+def _append(
+    session: Session,
+    run_id: str,
+    table: type[EpochMetrics] | type[BatchMetrics],
+    key: Any,
+    rows: list[tuple[int, dict[str, Any]]],
+) -> list[int] | None:
+    """Insert the rows (key, other columns) whose key the run lacks, and move ``metrics_version``
+    when there is one; the caller commits. The run's row is updated first:
+    it holds the row (PostgreSQL) or the database (SQLite) until the commit,
+    so two requests re-sending the same rows at once insert them once."""
+    held = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.source == EXTERNAL)
+        .values(metrics_version=Run.metrics_version + 1)
+    )
+    if not getattr(held, "rowcount", 0):
+        session.rollback()
+        return None
+    numbers = [number for number, _ in rows]
+    have = (
+        set(
+            session.scalars(
+                select(key).where(table.run_id == run_id, key >= min(numbers), key <= max(numbers))
+            )
+        )
+        if numbers
+        else set()
+    )
+    new: dict[int, dict[str, Any]] = {}
+    for number, row in rows:
+        if number not in have and number not in new:
+            new[number] = row
+    if not new:
+        session.rollback()  # nothing changed: the version stays
+        return []
+    session.execute(
+        insert(table), [{"run_id": run_id, key.key: n, **row} for n, row in new.items()]
+    )
+    return sorted(new)
 
 
 def epoch_rows(session: Session, run_id: str, after: int = 0) -> list[dict[str, Any]]:

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     max_image_mb: int = Field(
         default=50, ge=1, description="Largest image POST /api/runs/{id}/predict takes, in MiB."
     )
+    max_model_mb: int = Field(
+        default=200,
+        ge=1,
+        description="Largest model an external run uploads (PUT /api/runs/{id}/model), in MiB.",
+    )
     metrics_cache_mb: int = Field(
         default=64, ge=1, description="Memory the API keeps for GET /metrics bodies, in MiB."
     )
@@ -157,6 +162,10 @@ class Settings(BaseSettings):
     @property
     def max_image_bytes(self) -> int:
         return self.max_image_mb * 1024 * 1024
+
+    @property
+    def max_model_bytes(self) -> int:
+        return self.max_model_mb * 1024 * 1024
 
     @property
     def metrics_cache_bytes(self) -> int:

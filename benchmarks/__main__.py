@@ -20,6 +20,7 @@ from pathlib import Path
 from benchmarks import (
     api_load,
     checkpoint,
+    client_overhead,
     ingest,
     input_pipeline,
     latency,
@@ -29,7 +30,17 @@ from benchmarks import (
 from benchmarks.fixtures import Workspace, stored_dataset, workspace
 from benchmarks.report import Row, format_table, machine
 
-NAMES = ("overhead", "checkpoint", "pipeline", "ingest", "latency", "api", "metrics", "gpu")
+NAMES = (
+    "overhead",
+    "client",
+    "checkpoint",
+    "pipeline",
+    "ingest",
+    "latency",
+    "api",
+    "metrics",
+    "gpu",
+)
 
 
 def main() -> None:
@@ -53,6 +64,9 @@ def main() -> None:
         steps: dict[str, Callable[[], list[Row]]] = {
             "overhead": lambda: overhead.rows(
                 overhead.measure(space, 5 if quick else 10, training_dataset())
+            ),
+            "client": lambda: client_overhead.rows(
+                client_overhead.measure(space, 5 if quick else 8, training_dataset())
             ),
             "checkpoint": lambda: checkpoint.measure(3 if quick else 5),
             "pipeline": lambda: input_pipeline.measure(

@@ -242,6 +242,17 @@ class ApiClient:
         params = {"weights": weights} if weights else None
         return self._bytes(f"/api/runs/{_id(run_id)}/model", params, UPLOAD_TIMEOUT_S)
 
+    def has_model(self, run_id: str) -> bool:
+        """Whether the run has a model file to download: an external run only if
+        its script uploaded one. Reads the answer's status, not the file."""
+        try:
+            with self._http.stream("GET", f"/api/runs/{_id(run_id)}/model") as response:
+                if response.status_code == 401:
+                    self._refused(response)
+                return response.status_code == 200
+        except httpx.TransportError:
+            return False
+
     # what the model learned
     def run_evaluation(self, run_id: str, weights: str | None = None) -> dict[str, Any]:
         """Per-class scores, confusion matrix and mistakes of the best or final weights."""

@@ -20,6 +20,7 @@ from frontend.evaluation_view import (
     summary_markdown,
     weights_label,
 )
+from frontend.fit_summary_view import is_external
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp", "ppm"]
 GALLERY_COLUMNS = 6
@@ -43,7 +44,8 @@ def _thumbnail(cache_key: str, run_id: str, weights: str, n: int) -> bytes:
 
 
 def evaluation_section(client: ApiClient, run: dict[str, Any]) -> None:
-    if run["status"] != "succeeded":
+    # An external run's data never reached the server: the API answers 409.
+    if run["status"] != "succeeded" or is_external(run):
         return
     run_id = run["id"]
     st.subheader("What the model learned", anchor=False)

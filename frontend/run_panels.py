@@ -1,6 +1,6 @@
-"""The run page's panels: the config as a compact two-column table, the run's
-facts, its status with progress, and the diagnosis. Thin Streamlit over
-run_view's and charts' functions.
+"""The run page's panels: the config (or an external run's fit settings and
+model) as compact tables, the run's facts, its status with progress, and the
+diagnosis. Thin Streamlit over run_view's, fit_summary_view's and charts' functions.
 """
 
 from __future__ import annotations
@@ -13,6 +13,18 @@ from typing import Any
 import streamlit as st
 
 from frontend import gap_chart
+from frontend.fit_summary_view import (
+    finding_change,
+    finding_key,
+    fit_groups,
+    is_external,
+    layer_rows,
+    model_caption,
+    probe_notes,
+    shared_settings,
+    source_text,
+    summary_of,
+)
 from frontend.run_view import (
     ACTIVE_STATUSES,
     STATUS_MARKDOWN,
@@ -64,11 +76,45 @@ def config_table(
         st.caption(f":orange[:material/warning:] {note}")
 
 
+def summary_table(run: dict[str, Any]) -> None:
+    """Where a worker run shows its config: an external run's fit settings, as
+    its script's callback described them, and what its probes could not measure."""
+    st.markdown(_table(fit_groups(run)), unsafe_allow_html=True)
+    for note in probe_notes(run):
+        st.caption(f":orange[:material/info:] {note}")
+
+
+def model_table(run: dict[str, Any]) -> None:
+    """An external run's model layer by layer: the part of a worker run's
+    config that says what network it trains."""
+    rows = layer_rows(summary_of(run))
+    st.subheader("The model", anchor=False)
+    st.caption(model_caption(summary_of(run)))
+    if not rows:
+        st.markdown("The script sent no layers.")
+        return
+    st.dataframe(
+        rows,
+        hide_index=True,
+        column_config={"params": st.column_config.NumberColumn(format="localized")},
+        key=f"layers-{run['id']}",
+    )
+
+
 def facts_table(run: dict[str, Any], dataset: str | None) -> None:
     started, finished = _time(run.get("started_at")), _time(run.get("finished_at"))
+    external = is_external(run)
     facts = [
-        ("dataset", dataset or run.get("dataset_id") or "deleted"),
-        ("classes", str(len(run.get("class_names") or []))),
+        # An external run's data stayed in the user's process: where it ran instead.
+        ("source", source_text(run))
+        if external
+        else ("dataset", dataset or run.get("dataset_id") or "deleted"),
+        (
+            "classes",
+            str(shared_settings(run)["classes"] or "—")
+            if external
+            else str(len(run.get("class_names") or [])),
+        ),
         ("status", run["status"]),
         ("created", _format(_time(run.get("created_at")))),
         ("started", _format(started)),
@@ -99,6 +145,11 @@ def status_panel(
         st.error(f"**The run failed:** {run.get('error') or 'no reason recorded'}")
     elif status == "cancelled":
         st.info(f"Cancelled after {done.done} epoch{'s' if done.done != 1 else ''}.")
+    elif status == "interrupted":
+        st.info(
+            f"Interrupted after {done.done} epoch{'s' if done.done != 1 else ''}: "
+            "the script was stopped (KeyboardInterrupt)."
+        )
     elif cancel_requested and status in ACTIVE_STATUSES:
         st.warning("Cancel requested: the worker stops at its next batch.")
     top = best(epochs)
@@ -137,12 +188,20 @@ def diagnosis_section(run: dict[str, Any], diagnosis: dict[str, Any], start_fix:
 def _finding(run: dict[str, Any], finding: dict[str, Any], start_fix: StartFix) -> None:
     evidence = finding.get("evidence") or ""
     evidence = evidence[:1].upper() + evidence[1:] + ("" if evidence.endswith(".") else ".")
-    ALERTS.get(finding.get("severity", ""), st.info)(f"**{finding['title']}**  \n{evidence}")
+    title = finding.get("title") or "Finding"
+    ALERTS.get(finding.get("severity", ""), st.info)(f"**{title}**  \n{evidence}")
+    if is_external(run) or not run.get("config"):
+        # The server cannot re-run the user's script: the fix is theirs to make.
+        change = finding_change(finding)
+        if change:
+            st.caption("The change to make in your script:")
+            st.code(change, language="python")
+        return
     suggestion = finding.get("suggestion") or {}
     changes = patch_changes(run["config"], suggestion)
     if not changes:
         return
-    key = f"fix-{run['id']}-{finding['code']}"
+    key = f"fix-{run['id']}-{finding_key(finding)}"
     row = st.container(horizontal=True, vertical_alignment="center", gap="small")
     row.markdown(f"Suggested: `{patch_text(changes)}`")
     deleted = not run.get("dataset_id")

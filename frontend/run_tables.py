@@ -2,6 +2,10 @@
 the Compare table (one column per run). Only the settings that differ between
 the runs shown get a place: the rest is the same for all, so it says nothing.
 ``epochs`` is left to the "done / total" column, which already shows it.
+
+Worker runs are compared by their whole configs; once an external run is
+among them, by what means the same thing in both kinds (fit_summary_view's
+``shared_settings``), plus what still differs between the worker runs.
 """
 
 from __future__ import annotations
@@ -9,27 +13,51 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from frontend.run_view import comparable_config, differing_fields, format_value
+from frontend.fit_summary_view import (
+    SHARED_SETTINGS,
+    is_external,
+    shared_settings,
+    source_text,
+)
+from frontend.run_view import comparable_config, differing_fields, format_value, planned_epochs
 
 Row = dict[str, Any]
 
 
 def epochs_text(run: Row) -> str:
-    return f"{run.get('epochs_done') or 0} / {(run.get('config') or {}).get('epochs', '?')}"
+    return f"{run.get('epochs_done') or 0} / {planned_epochs(run) or '?'}"
+
+
+def compared_settings(runs: Sequence[Row]) -> tuple[list[Row], list[str]]:
+    """Each run's settings as the tables compare them, and the fields among
+    them that differ (``epochs`` aside)."""
+    if not any(is_external(r) for r in runs):
+        flats = [comparable_config(r) for r in runs]
+        return flats, _settings(flats)
+    shared = [shared_settings(r) for r in runs]
+    workers = [comparable_config(r) for r in runs if not is_external(r)]
+    only_workers = [f for f in _settings(workers) if f not in SHARED_SETTINGS]
+    flats = [
+        {**({} if is_external(r) else comparable_config(r)), **settings}
+        for r, settings in zip(runs, shared, strict=True)
+    ]
+    return flats, _settings(shared) + only_workers
 
 
 def runs_rows(
     runs: Sequence[Row], datasets: Mapping[str, str], bests: Mapping[str, Row]
 ) -> tuple[list[Row], list[str]]:
     """The Runs list's rows and the config fields among their columns."""
-    fields = _settings([comparable_config(r) for r in runs])
+    flats, fields = compared_settings(runs)
+    external = any(is_external(r) for r in runs)
     rows = []
-    for run in runs:
-        flat = comparable_config(run)
+    for run, flat in zip(runs, flats, strict=True):
         top = bests.get(run["id"], {})
         # Outcomes first, so they stay in view when many settings differ.
-        row: Row = {
-            "run": run.get("name") or run["id"][:8],
+        row: Row = {"run": run.get("name") or run["id"][:8]}
+        if external:  # "worker", or "keras · <host>": once the list holds an external run
+            row["source"] = source_text(run)
+        row |= {
             # Relative, so it works under any base URL the UI is served from.
             "open": f"run?id={run['id']}",
             "status": run["status"],
@@ -68,8 +96,11 @@ def compare_rows(
     names = [datasets.get(r.get("dataset_id") or "", r.get("dataset_id") or "—") for r in runs]
     if len(set(names)) > 1:
         rows.append(row("dataset", names))
-    flats = [comparable_config(r) for r in runs]
-    for field in _settings(flats):
+    sources = [source_text(r) for r in runs]
+    if len(set(sources)) > 1:
+        rows.append(row("source", sources))
+    flats, fields = compared_settings(runs)
+    for field in fields:
         rows.append(row(field, [format_value(field, flat.get(field)) for flat in flats]))
     return rows
 

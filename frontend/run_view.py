@@ -29,6 +29,8 @@ STATUS_MARKDOWN = {
     "succeeded": ":green[:material/check_circle: succeeded]",
     "failed": ":red[:material/error: failed]",
     "cancelled": ":orange[:material/cancel: cancelled]",
+    # An external run whose script was stopped (KeyboardInterrupt): final, like cancelled.
+    "interrupted": ":orange[:material/stop_circle: interrupted]",
 }
 # The form's groups (one home for the field list), most-tuned first, so
 # optimizer and learning rate are seen without scrolling.
@@ -145,9 +147,17 @@ class Progress:
     images_per_sec: float | None
 
 
+def planned_epochs(run: Row) -> int:
+    """The epochs the run was started for: its config's, or for an external run
+    (no config), its fit's summary's; 0 when unknown."""
+    planned = run.get("config") or run.get("summary")
+    epochs = planned.get("epochs") if isinstance(planned, dict) else None
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) else 0
+
+
 def progress(run: Row, epochs: Sequence[Row]) -> Progress:
     """How far a run is; the ETA assumes the remaining epochs take the mean so far."""
-    total = int((run.get("config") or {}).get("epochs") or 0)
+    total = planned_epochs(run)
     done = int(run.get("epochs_done") or len(epochs))
     seconds = [s for s in (_finite(r.get("seconds")) for r in epochs) if s is not None]
     mean = sum(seconds) / len(seconds) if seconds else None

@@ -15,6 +15,7 @@ delivered (``backend.queue.broker_view``) is sent again, by one worker per
 period (a SET NX key). A run waiting behind a long training is in the
 broker's list, so it is left alone: no pile of duplicates. A duplicate
 delivery would be harmless anyway: the lease and SQL decide who trains.
+External runs (``Run.source`` "keras") have no message to send: never looked at.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import and_, or_, select
 
-from backend import events
+from backend import events, runs
 from backend.db import Database, Run, utcnow
 from backend.queue import broker_view, enqueue_training
 
@@ -63,6 +64,7 @@ class QueueReconciler:
                 session.scalars(
                     select(Run.id).where(
                         Run.status == "queued",
+                        Run.source == runs.WORKER,
                         or_(
                             Run.queued_at < cutoff,
                             and_(Run.queued_at.is_(None), Run.created_at < cutoff),
@@ -115,7 +117,7 @@ class QueueReconciler:
             return False
         with self.db.session() as session:
             run = session.get(Run, run_id)
-            if run is None or run.status != "queued":
+            if run is None or run.status != "queued" or run.source != runs.WORKER:
                 return False
         try:
             enqueue_training(self.celery, run_id)

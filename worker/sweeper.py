@@ -16,6 +16,9 @@ then only its lease was lost, to a Redis flush) and counts in ``Run.deaths``
 memory) ends, and the queue behind it moves on. The same thread drives the
 queue reconciler (worker/reconciler.py), which sends again the queued runs
 whose message is lost.
+
+An external run (``Run.source`` "keras": a user's own model.fit, recorded over
+REST) is running without a lease, always: the sweeper never looks at one.
 """
 
 from __future__ import annotations
@@ -78,7 +81,11 @@ class LeaseSweeper:
     def sweep(self) -> list[str]:
         """One look; returns the ids of the runs queued again."""
         with self.db.session() as session:
-            running = list(session.scalars(select(Run.id).where(Run.status == "running")))
+            running = list(
+                session.scalars(
+                    select(Run.id).where(Run.status == "running", Run.source == runs.WORKER)
+                )
+            )
         self._missing = {k: v for k, v in self._missing.items() if k in running}
         if not running:
             return []
@@ -121,7 +128,7 @@ class LeaseSweeper:
         died = not still_beats and deaths.is_death(seen_exit)
         with self.db.session() as session:
             run = session.get(Run, run_id)
-            if run is None or run.status != "running":
+            if run is None or run.status != "running" or run.source != runs.WORKER:
                 return False
             before = run.deaths
             count = runs.death_count(run) if died else None

@@ -26,6 +26,7 @@ from backend.api.routes import (
     diagnosis,
     evaluation,
     events,
+    external,
     health,
     predict,
     presets,
@@ -96,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(presets.router, prefix="/api", dependencies=protected)
     app.include_router(datasets.router, prefix="/api", dependencies=protected)
     app.include_router(runs.router, prefix="/api", dependencies=protected)
+    app.include_router(external.router, prefix="/api", dependencies=protected)
     app.include_router(diagnosis.router, prefix="/api", dependencies=protected)
     app.include_router(evaluation.router, prefix="/api", dependencies=protected)
     app.include_router(predict.router, prefix="/api", dependencies=protected)
@@ -121,6 +123,12 @@ def body_caps(settings: Settings) -> tuple[BodyCap, list[RouteCap]]:
             "POST",
             "/api/runs/{run_id}/predict",
             BodyCap(settings.max_image_bytes, "image", "CURVELAB_MAX_IMAGE_MB", MULTIPART_SLACK),
+        ),
+        # An external run's .keras file; its other routes are JSON, under the JSON cap.
+        RouteCap(
+            "PUT",
+            "/api/runs/{run_id}/model",
+            BodyCap(settings.max_model_bytes, "model", "CURVELAB_MAX_MODEL_MB", MULTIPART_SLACK),
         ),
     ]
 

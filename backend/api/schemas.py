@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from backend.fit_summary import FitSummary
+from backend.plain_text import PlainText
 from backend.train_config import TrainConfig, read_stored_config
 
+__all__ = ["PlainText"]  # re-exported: its home is backend.plain_text
 
-def _no_control_characters(value: str) -> str:
-    # A name is one line of text; a NUL would also make PostgreSQL refuse it,
-    # and a lone surrogate (JSON allows "\ud800") cannot be stored at all.
-    if any(unicodedata.category(char) in {"Cc", "Cs"} for char in value):
-        raise ValueError("must be printable text, without control characters")
-    return value
-
-
-PlainText = Annotated[str, AfterValidator(_no_control_characters)]
-"""A user-chosen name: any printable text."""
+RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+RunSource = Literal["worker", "keras"]
 
 
 class Health(BaseModel):
@@ -81,9 +75,20 @@ class RunPublic(BaseModel):
     name: str
     dataset_id: str | None
     class_names: list[str]
-    config: TrainConfig = Field(
+    source: RunSource = Field(
+        default="worker",
+        description="worker: trained here from a TrainConfig; keras: a user's own model.fit "
+        "with curvelab.Callback, sent over REST (an external run).",
+    )
+    host: str | None = Field(default=None, description="The machine an external run trains on.")
+    config: TrainConfig | None = Field(
         description="The config the run trains with: the stored one, read tolerantly "
-        "(a field stored by no version takes its default)."
+        "(a field stored by no version takes its default). None for an external run: "
+        "see `summary`."
+    )
+    summary: FitSummary | None = Field(
+        default=None,
+        description="An external run's model and fit settings, as its client sent them.",
     )
     config_unknown: dict[str, Any] = Field(
         default_factory=dict,
@@ -94,7 +99,7 @@ class RunPublic(BaseModel):
         default_factory=list,
         description="Stored config values that no longer validate, each replaced by its default.",
     )
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: RunStatus
     epochs_done: int
     error: str | None
     resumed_at_epoch: int | None
@@ -112,10 +117,27 @@ class RunPublic(BaseModel):
             fields = dict(data)
         else:
             fields = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        if fields.get("source") == "keras":
+            # An external run has no TrainConfig (SQL holds {}); its summary
+            # was validated when it came, and is read back as tolerantly.
+            fields.update(config=None, config_unknown={}, config_notes=[])
+            fields["summary"] = _stored_summary(fields.get("summary"))
+            return fields
         stored = read_stored_config(fields.get("config"))
         fields.update(config=stored.config, config_unknown=stored.unknown)
         fields["config_notes"] = stored.notes
         return fields
+
+
+def _stored_summary(raw: Any) -> FitSummary | None:
+    """A stored summary as this version reads it; None, never a 500, when a
+    later version's no longer validates here."""
+    if raw is None or isinstance(raw, FitSummary):
+        return raw
+    try:
+        return FitSummary.model_validate(raw)
+    except ValidationError:
+        return None
 
 
 class Metrics(BaseModel):
@@ -142,6 +164,11 @@ class Finding(BaseModel):
     suggestion: dict[str, Any] = Field(
         description="A TrainConfig patch for a cloned run; empty when no knob fixes it."
     )
+    keras_code: str | None = Field(
+        default=None,
+        description="The same change as code in a Keras script, e.g. "
+        "keras.layers.BatchNormalization(momentum=0.9); None when there is none.",
+    )
 
 
 class GapParts(BaseModel):
@@ -160,7 +187,7 @@ class Diagnosis(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     run_id: str
-    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    status: RunStatus
     epochs: int = Field(description="Epochs recorded so far.")
     findings: list[Finding] = Field(description="Most severe first.")
     decomposition: list[GapParts] = Field(description="The gap of each epoch, in parts.")

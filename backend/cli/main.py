@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only print the SQL that builds a new database up to the newest revision",
     )
+
+    # Parsed by the client's own command (main() hands it every argument):
+    # listed here for --help.
+    commands.add_parser(
+        "sync",
+        add_help=False,
+        help="upload what an external run's callback could not send (FILE...); "
+        "`curvelab sync --help` says more",
+    )
     return parser
 
 
@@ -169,7 +178,10 @@ def resolve(args: argparse.Namespace, settings: Settings) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["sync"]:
+        return _sync(given[1:])
+    args = build_parser().parse_args(given)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -227,6 +239,21 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
         print(f"curvelab demo: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _sync(argv: list[str]) -> int:
+    """``curvelab sync FILE...``: the client package's command (the server's
+    ``curvelab`` script is the one left in .venv/bin, see the Makefile)."""
+    try:
+        from curvelab import cli  # the client package (client/), installed beside the server
+    except ImportError as exc:
+        print(
+            f"curvelab sync: the client package is not installed ({exc}); pip install -e ./client",
+            file=sys.stderr,
+        )
+        return 2
+    code: int = cli.main(["sync", *argv])
+    return code
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,5 +1,8 @@
 """Rules about the data the curves come from: a validation set too small to
-read, images shared by training and validation, imbalanced classes."""
+read, images shared by training and validation, imbalanced classes.
+
+They read the stored dataset (``RunFacts.dataset``): a run without one (an
+external run, or a worker run whose dataset was deleted) gets none of them."""
 
 from __future__ import annotations
 
@@ -8,10 +11,9 @@ import math
 from typing import Any
 
 from backend.datasets.summary import IMBALANCE_RATIO
-from backend.diagnosis.facts import DatasetFacts
 from backend.diagnosis.findings import Finding
 from backend.diagnosis.history import History, num, pct, value
-from backend.train_config import TrainConfig
+from backend.diagnosis.run_facts import RunFacts
 
 # A validation set whose accuracy has a standard error of 2 points or more
 # cannot tell a 2-point improvement from a reshuffle of luck.
@@ -37,9 +39,8 @@ def accuracy_standard_error(accuracy: float, images: int) -> float:
     return math.sqrt(p * (1 - p) / (images + 4))
 
 
-def noisy_validation(
-    history: History, config: TrainConfig, facts: DatasetFacts | None
-) -> Finding | None:
+def noisy_validation(history: History, run: RunFacts) -> Finding | None:
+    facts = run.dataset
     if facts is None or not facts.val_images or not facts.class_counts:
         return None
     size = facts.val_images
@@ -78,7 +79,7 @@ def noisy_validation(
     evidence += f". About {needed} validation images would bring it to ±{NOISY_SE:g}"
     patch: dict[str, Any] = {}
     share = math.ceil(20 * needed / sum(facts.class_counts)) / 20  # up to a multiple of 0.05
-    if config.validation_split < share <= MAX_SUGGESTED_SPLIT:
+    if run.validation_split is not None and run.validation_split < share <= MAX_SUGGESTED_SPLIT:
         patch["validation_split"] = share
     return Finding(
         code="noisy_validation",
@@ -89,9 +90,8 @@ def noisy_validation(
     )
 
 
-def data_leakage(
-    history: History, config: TrainConfig, facts: DatasetFacts | None
-) -> Finding | None:
+def data_leakage(history: History, run: RunFacts) -> Finding | None:
+    facts = run.dataset
     if facts is None or not facts.leaked or not facts.val_images:
         return None
     share = facts.leaked / facts.val_images
@@ -108,9 +108,8 @@ def data_leakage(
     )
 
 
-def class_imbalance(
-    history: History, config: TrainConfig, facts: DatasetFacts | None
-) -> Finding | None:
+def class_imbalance(history: History, run: RunFacts) -> Finding | None:
+    facts = run.dataset
     counts = facts.class_counts if facts else None
     if facts is None or not counts or len(counts) < 2:
         return None

@@ -18,6 +18,9 @@ class Finding:
     ``evidence`` quotes the run's own numbers; ``suggestion`` is a TrainConfig
     patch (top-level fields; ``augment`` as a whole object) that a cloned run
     can apply, empty when the fix is not a knob (the data, say).
+    ``keras_code`` is the same change as code in a Keras script (the only form
+    an external run can use: the server cannot re-run the user's script);
+    None when there is no change to make. ``code`` names the rule.
     """
 
     code: str
@@ -25,6 +28,7 @@ class Finding:
     title: str
     evidence: str
     suggestion: dict[str, Any] = field(default_factory=dict)
+    keras_code: str | None = None
 
 
 def most_severe_first(findings: Iterable[Finding | None]) -> list[Finding]:

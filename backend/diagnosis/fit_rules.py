@@ -7,10 +7,9 @@ import itertools
 import math
 from typing import Any
 
-from backend.diagnosis.facts import DatasetFacts
 from backend.diagnosis.findings import Finding
 from backend.diagnosis.history import History, diverged_at, nice, num, value
-from backend.train_config import TrainConfig
+from backend.diagnosis.run_facts import RunFacts
 
 # A training loss 3× that of guessing uniformly (log of the class count)
 # means confident wrong answers: steps large enough to throw the weights out.
@@ -45,7 +44,7 @@ def _losses(history: History) -> list[tuple[int, float]]:
     ]
 
 
-def _unstable(history: History, num_classes: int) -> str | None:
+def _unstable(history: History, num_classes: int | None) -> str | None:
     """Why the learning rate looks too high, or None."""
     nan_epoch = diverged_at(history)
     if nan_epoch is not None:
@@ -53,7 +52,7 @@ def _unstable(history: History, num_classes: int) -> str | None:
     losses = _losses(history)
     if not losses:
         return None
-    chance = math.log(num_classes) if num_classes > 1 else None
+    chance = math.log(num_classes) if num_classes and num_classes > 1 else None
     epoch, worst = max(losses, key=lambda item: item[1])
     if chance is not None and worst > EXPLODED_VS_CHANCE * chance:
         return (
@@ -76,25 +75,26 @@ def _unstable(history: History, num_classes: int) -> str | None:
     return None
 
 
-def lr_too_high(
-    history: History, config: TrainConfig, facts: DatasetFacts | None
-) -> Finding | None:
-    why = _unstable(history, facts.num_classes if facts else 0)
+def lr_too_high(history: History, facts: RunFacts) -> Finding | None:
+    why = _unstable(history, facts.num_classes)
     if why is None:
         return None
+    rate = facts.learning_rate
+    # A schedule (or an optimizer the client could not read) has no one rate to cut.
+    setting = [f"learning rate {rate:g}" if rate is not None else "a learning-rate schedule"]
+    if facts.optimizer:
+        setting.append(facts.optimizer)
     return Finding(
         code="lr_too_high",
         severity="critical" if diverged_at(history) is not None else "warning",
         title="The learning rate looks too high",
-        evidence=f"{why} (learning rate {config.learning_rate:g}, {config.optimizer})",
-        suggestion={"learning_rate": nice(config.learning_rate / 10)},
+        evidence=f"{why} ({', '.join(setting)})",
+        suggestion={"learning_rate": nice(rate / 10)} if rate is not None else {},
     )
 
 
-def underfitting(
-    history: History, config: TrainConfig, facts: DatasetFacts | None
-) -> Finding | None:
-    if facts is None or facts.num_classes < 2 or len(history) < FLAT_EPOCHS:
+def underfitting(history: History, facts: RunFacts) -> Finding | None:
+    if not facts.num_classes or facts.num_classes < 2 or len(history) < FLAT_EPOCHS:
         return None
     if _unstable(history, facts.num_classes) is not None:
         return None  # lr_too_high explains it
@@ -112,16 +112,16 @@ def underfitting(
     low = accuracy < chance_accuracy + LOW_ACCURACY_SHARE * (1 - chance_accuracy)
     if not (flat and high and low):
         return None
-    patch: dict[str, Any]
-    if config.learning_rate <= SMALL_LEARNING_RATE:
-        patch = {"learning_rate": nice(config.learning_rate * 10)}
-    elif config.dropout > 0:
+    patch: dict[str, Any] = {}
+    if facts.learning_rate is not None and facts.learning_rate <= SMALL_LEARNING_RATE:
+        patch = {"learning_rate": nice(facts.learning_rate * 10)}
+    elif facts.dropout > 0:
         patch = {"dropout": 0.0}
     else:
-        patch = {
-            "filters": [min(2 * f, 2048) for f in config.filters],
-            "dense_units": min(2 * config.dense_units, 8192),
-        }
+        if facts.filters:
+            patch["filters"] = [min(2 * f, 2048) for f in facts.filters]
+        if facts.dense_units:
+            patch["dense_units"] = min(2 * facts.dense_units, 8192)
     return Finding(
         code="underfitting",
         severity="warning",
@@ -136,12 +136,11 @@ def underfitting(
     )
 
 
-def not_converged(
-    history: History, config: TrainConfig, facts: DatasetFacts | None
-) -> Finding | None:
+def not_converged(history: History, facts: RunFacts) -> Finding | None:
     # Only once the run has had all its epochs: while it trains, the last
-    # recorded epoch is not the last one.
-    if len(history) < max(2, config.epochs):
+    # recorded epoch is not the last one (and without the count, no telling).
+    epochs = facts.epochs
+    if epochs is None or len(history) < max(2, epochs):
         return None
     before, last = value(history[-2], "val_loss"), value(history[-1], "val_loss")
     losses = [loss for row in history if (loss := value(row, "val_loss")) is not None]
@@ -157,5 +156,5 @@ def not_converged(
             f"val_loss fell from {num(before)} to {num(last)} at the last epoch "
             f"({history[-1]['epoch']}), its best so far: more epochs would likely help"
         ),
-        suggestion={"epochs": min(1000, config.epochs + max(2, config.epochs // 2))},
+        suggestion={"epochs": min(1000, epochs + max(2, epochs // 2))},
     )

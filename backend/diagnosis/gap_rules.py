@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from backend.diagnosis.facts import DatasetFacts
 from backend.diagnosis.findings import Finding
 from backend.diagnosis.gap import decompose
 from backend.diagnosis.history import History, num, pct, value
-from backend.train_config import TrainConfig
+from backend.diagnosis.run_facts import RunFacts
 
 # Loss differences under 0.1 nats (the right class's probability changing by
 # about 10%) are within what a reshuffle moves: not worth a finding.
@@ -31,39 +30,67 @@ TRAIN_MODE_SHARE = 0.05
 OVERFIT_EPOCHS = 3
 OVERFIT_MIN_RISE = 0.05
 OVERFIT_REL_RISE = 0.1
+# Layers named in the evidence before "and N more".
+NAMED_LAYERS = 3
 
 
-def steps_per_epoch(
-    history: History, config: TrainConfig, facts: DatasetFacts | None
-) -> int | None:
-    if facts is not None and facts.train_images:
-        return math.ceil(facts.train_images / config.batch_size)
-    # Without the dataset, bn_init_weight = momentum ** steps tells it.
+def steps_per_epoch(history: History, facts: RunFacts) -> int | None:
+    if facts.steps_per_epoch:
+        return facts.steps_per_epoch
+    # Without them, bn_init_weight = momentum ** steps tells them (the
+    # slowest layer's momentum: the one the client's weight follows).
+    momentum = facts.bn_momentum
     for row in history:
         weight = value(row, "bn_init_weight")
-        if weight and 0 < config.bn_momentum < 1 and 0 < weight < 1:
-            return max(1, round(math.log(weight) / math.log(config.bn_momentum) / row["epoch"]))
+        if weight and momentum is not None and 0 < momentum < 1 and 0 < weight < 1:
+            return max(1, round(math.log(weight) / math.log(momentum) / row["epoch"]))
     return None
 
 
-def momentum_patch(steps: int | None, config: TrainConfig) -> dict[str, Any]:
+def momentum_patch(steps: int | None, facts: RunFacts) -> dict[str, Any]:
     """The largest momentum below the current one whose averages forget the
     initial values within an epoch; failing that, smaller batches (more steps)."""
-    lower = [m for m in MOMENTUM_CHOICES if m < config.bn_momentum]
+    current = facts.bn_momentum
+    if current is None:  # the layers' momenta are unknown: no number to suggest
+        return {}
+    lower = [m for m in MOMENTUM_CHOICES if m < current]
     if steps is None:
-        return {"bn_momentum": 0.9} if config.bn_momentum > 0.9 else {}
+        return {"bn_momentum": 0.9} if current > 0.9 else {}
     for momentum in lower:
         if momentum**steps <= TARGET_INIT_WEIGHT:
             return {"bn_momentum": momentum}
     if lower:
         return {"bn_momentum": lower[-1]}
-    return {"batch_size": max(1, config.batch_size // 2)} if config.batch_size > 1 else {}
+    batch = facts.batch_size
+    return {"batch_size": max(1, batch // 2)} if batch is not None and batch > 1 else {}
 
 
-def batchnorm_lag(
-    history: History, config: TrainConfig, facts: DatasetFacts | None
-) -> Finding | None:
-    if not config.batch_norm:
+def momentum_text(facts: RunFacts) -> str:
+    """The momentum as the run's own code names it: the config's one value, or
+    the user's BatchNormalization layers (which of them, when they differ)."""
+    if not facts.external:
+        return f"momentum {facts.bn_momentum:g}"
+    by_momentum: dict[float, list[str]] = {}
+    for name, momentum in facts.bn_layers:
+        by_momentum.setdefault(momentum, []).append(name)
+    if not by_momentum:
+        return "your BatchNormalization layers"
+    if len(by_momentum) == 1:
+        return f"your BatchNormalization layers, momentum {facts.bn_momentum:g}"
+    groups = []
+    for momentum, names in sorted(by_momentum.items(), reverse=True):
+        named = ", ".join(names[:NAMED_LAYERS])
+        if len(names) > NAMED_LAYERS:
+            named += f" and {len(names) - NAMED_LAYERS} more"
+        groups.append(f"momentum {momentum:g} in {named}")
+    return (
+        f"your BatchNormalization layers: {'; '.join(groups)}; the slowest, "
+        f"{facts.bn_momentum:g}, lags most"
+    )
+
+
+def batchnorm_lag(history: History, facts: RunFacts) -> Finding | None:
+    if not facts.batch_norm:
         return None
     lagging = [
         (row.epoch, row.gap, row.bn_lag)
@@ -95,23 +122,23 @@ def batchnorm_lag(
         evidence += f", val_accuracy {num(recal_accuracy)} instead of {num(accuracy)}"
     evidence += ")"
     weight = value(stored, "bn_init_weight")
-    if weight is not None:
+    if weight is not None and facts.bn_momentum is not None:
         evidence += (
             f"; the moving averages still carry {pct(weight)} of their initial values "
-            f"(momentum {config.bn_momentum:g})"
+            f"({momentum_text(facts)})"
         )
+    elif facts.external and facts.bn_layers:
+        evidence += f" ({momentum_text(facts)})"
     return Finding(
         code="batchnorm_lag",
         severity="critical" if critical else "warning",
         title="BatchNorm's moving averages lag behind the model",
         evidence=evidence,
-        suggestion=momentum_patch(steps_per_epoch(history, config, facts), config),
+        suggestion=momentum_patch(steps_per_epoch(history, facts), facts),
     )
 
 
-def train_mode_gap(
-    history: History, config: TrainConfig, facts: DatasetFacts | None
-) -> Finding | None:
+def train_mode_gap(history: History, facts: RunFacts) -> Finding | None:
     below = [
         row
         for row in history
@@ -123,9 +150,10 @@ def train_mode_gap(
         return None
     focus = min(below, key=lambda row: row["val_loss"] / row["loss"])
     causes = ["a running mean over the epoch's batches, taken while the weights still moved"]
-    if config.dropout > 0:
-        causes.append(f"with dropout {config.dropout:g} on")
-    if config.augment.flip or config.augment.rotate or config.augment.zoom:
+    rates = sorted(set(facts.dropout_rates))
+    if rates:
+        causes.append(f"with dropout {', '.join(f'{rate:g}' for rate in rates)} on")
+    if facts.augmented:
         causes.append("on augmented images")
     evidence = (
         f"at epoch {focus['epoch']}, val_loss {num(focus['val_loss'])} is below the reported "
@@ -143,9 +171,7 @@ def train_mode_gap(
     )
 
 
-def overfitting(
-    history: History, config: TrainConfig, facts: DatasetFacts | None
-) -> Finding | None:
+def overfitting(history: History, facts: RunFacts) -> Finding | None:
     rows = [
         row
         for row in history
@@ -175,7 +201,7 @@ def overfitting(
         value(best, "val_loss_recalibrated"),
         value(last, "val_loss_recalibrated"),
     )
-    if config.batch_norm and recal_then is not None and recal_now is not None:
+    if facts.batch_norm and recal_then is not None and recal_now is not None:
         if recal_now <= recal_then:
             return None  # the rise is BatchNorm's, and batchnorm_lag says so
         evidence += (
@@ -183,12 +209,13 @@ def overfitting(
             f"{num(recal_then)} → {num(recal_now)})"
         )
     patch: dict[str, Any] = {}
-    if config.dropout == 0:
+    if facts.dropout == 0:
         patch["dropout"] = 0.25
-    if config.early_stopping_patience is None:
+    # An external run does not say which callbacks it has: suggested all the same.
+    if facts.early_stopping_patience is None:
         patch["early_stopping_patience"] = OVERFIT_EPOCHS
     if not patch:
-        augment = config.augment
+        augment = facts.augment
         patch["augment"] = {
             **augment.model_dump(),
             "rotate": max(augment.rotate, 0.03),

@@ -1,6 +1,7 @@
 """Compare, deep-linked as ``/compare?ids=a,b,...``: the runs' curves overlaid
 (one colour per run, training solid, validation dashed) and the settings
-that differ between them. Follows the runs live while any is active.
+that differ between them (with an external run among them, the settings that
+mean the same thing in both kinds). Follows the runs live while any is active.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import streamlit as st
 from frontend import charts
 from frontend.api_client import ApiClient, ApiError, get_client
 from frontend.run_data import POLL_S, dataset_names, metrics_of
-from frontend.run_tables import compare_rows
+from frontend.run_tables import compare_rows, compared_settings
 from frontend.run_view import ACTIVE_STATUSES, best, differing_fields, run_labels
 
 PICKED = "compare_ids"
@@ -76,7 +77,7 @@ def live(client: ApiClient, ids: list[str], labels: dict[str, str], was_active: 
         bests = {r["id"]: best(metrics[r["id"]]["epochs"]) for r in runs}
         rows = compare_rows(runs, labels, dataset_names(client), bests)
         st.dataframe(rows, hide_index=True)
-        if len(runs) > 1 and not differing_fields([r["config"] for r in runs]):
+        if len(runs) > 1 and not differing_fields(compared_settings(runs)[0]):
             st.caption("The runs' settings are identical.")
 
     panel()

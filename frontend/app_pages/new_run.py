@@ -44,7 +44,8 @@ def main() -> None:
     client = get_client()
     try:
         datasets = {d["id"]: d for d in client.list_datasets()}
-        runs = {r["id"]: r for r in client.list_runs()}
+        # Only a worker's run has a config to clone; an external one's is in its script.
+        runs = {r["id"]: r for r in client.list_runs() if r.get("config")}
         presets = {p["name"]: p for p in _presets(client, client.cache_key)}
     except ApiError as exc:
         st.error(f"Could not read from the API: {exc.detail}")
@@ -84,7 +85,10 @@ def _choose_defaults(
     if CLONE not in st.session_state:
         clone = st.query_params.get("clone")
         if clone and clone not in runs:
-            st.warning(f"There is no run `{clone}` to clone; starting from a preset.")
+            st.warning(
+                f"There is no run `{clone}` to clone (an external run's settings live in "
+                "its script); starting from a preset."
+            )
             clone = None
         st.session_state[CLONE] = clone
     if PRESET not in st.session_state:

@@ -1,6 +1,9 @@
 """Run page, deep-linked as ``/run?id=<run_id>``: the configuration in a narrow
 column beside the live curves, progress, the diagnosis, and what can be done
 with the run; once it has trained, what the model learned (evaluation_panel).
+An external run (the user's own ``model.fit``) shows its fit settings and model
+where a worker run shows its config, and each finding's fix as the code to change
+in the script: the server cannot clone, re-run or evaluate it.
 
 The part that changes while a run trains (status, progress, curves, diagnosis)
 is one fragment that re-reads the API every ``POLL_S`` seconds while the run is
@@ -19,8 +22,16 @@ import streamlit as st
 from frontend import charts
 from frontend.api_client import ApiClient, ApiError, get_client
 from frontend.evaluation_panel import evaluation_section
+from frontend.fit_summary_view import is_external
 from frontend.run_data import POLL_S, dataset_names
-from frontend.run_panels import config_table, diagnosis_section, facts_table, status_panel
+from frontend.run_panels import (
+    config_table,
+    diagnosis_section,
+    facts_table,
+    model_table,
+    status_panel,
+    summary_table,
+)
 from frontend.run_view import (
     ACTIVE_STATUSES,
     fix_run_name,
@@ -74,10 +85,14 @@ def actions(client: ApiClient, run: dict[str, Any]) -> None:
     """The row of things to do with a run; drawn on full reruns, which every
     status change triggers, so it always matches the status."""
     run_id = run["id"]
+    external = is_external(run)
     row = st.container(horizontal=True, gap="small")
-    if run["status"] in ACTIVE_STATUSES:
+    # An external run stops when its script does: nothing here can cancel it.
+    if run["status"] in ACTIVE_STATUSES and not external:
         row.button("Cancel run", on_click=request_cancel, args=(client, run_id), key="cancel")
-    if run["status"] == "succeeded":
+    # An external run has a model only if its script uploaded one (else the API answers 409).
+    has_model = client.has_model(run_id) if external else run["status"] == "succeeded"
+    if has_model:
         row.download_button(
             "Download model",
             data=partial(client.run_model, run_id),  # fetched only when clicked
@@ -94,7 +109,9 @@ def actions(client: ApiClient, run: dict[str, Any]) -> None:
         on_click="ignore",
         key="download_csv",
     )
-    if row.button("Clone", help="A new run with this configuration, to change a knob."):
+    if not external and row.button(
+        "Clone", help="A new run with this configuration, to change a knob."
+    ):
         st.switch_page(PAGES / "new_run.py", query_params={"clone": run_id})
     with row.popover("Compare with…"):
         others = [r for r in client.list_runs() if r["id"] != run_id]
@@ -220,14 +237,22 @@ def main() -> None:
         st.error(notice[1])
     st.subheader(run["name"], anchor=False)
     config_column, curves_column = st.columns([1, 3], gap="medium")
+    external = is_external(run)
     with config_column:
-        config_table(run["config"], run.get("config_unknown"), run.get("config_notes"))
+        if external:
+            summary_table(run)
+        else:
+            config_table(run["config"] or {}, run.get("config_unknown"), run.get("config_notes"))
         facts_table(run, dataset_names(client).get(run.get("dataset_id") or ""))
     with curves_column:
         actions(client, run)
         live(client, run_id, run["status"])
-    # Full width, under both columns: a confusion matrix of many classes needs it.
-    evaluation_section(client, run)
+    # Full width, under both columns: a confusion matrix of many classes needs it,
+    # and so does a model's layer table (an external run has no evaluation: no stored data).
+    if external:
+        model_table(run)
+    else:
+        evaluation_section(client, run)
 
 
 main()

@@ -20,7 +20,8 @@ from frontend.run_view import ACTIVE_STATUSES, best
 PAGES = Path(__file__).parent
 EMPTY = (
     "No run yet. Upload a dataset under **Datasets**, then start a run under **New run**; "
-    "or run `curvelab demo`, which uploads a small dataset and starts a short run."
+    "or run `curvelab demo`, which uploads a small dataset and starts a short run; "
+    "or add `callbacks=[curvelab.Callback()]` to your own `model.fit`."
 )
 
 

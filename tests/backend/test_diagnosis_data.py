@@ -19,8 +19,12 @@ from backend.diagnosis.data_rules import (
 from backend.diagnosis.facts import dataset_facts
 from backend.diagnosis.findings import Finding, most_severe_first
 from backend.diagnosis.rules import diagnose
+from backend.diagnosis.run_facts import RunFacts
 from backend.train_config import TrainConfig
 from tests.backend.histories import facts, history
+
+# The facts of a worker's run: its TrainConfig and dataset facts.
+worker = RunFacts.from_config
 
 
 def test_a_modest_validation_set_is_information_not_a_warning() -> None:
@@ -30,13 +34,12 @@ def test_a_modest_validation_set_is_information_not_a_warning() -> None:
     assert (
         noisy_validation(
             history(val_accuracy=[0.89, 0.9, 0.905]),
-            TrainConfig(),
-            facts(counts=(500,) * 3, val_images=300),
+            worker(TrainConfig(), facts(counts=(500,) * 3, val_images=300)),
         )
         is None
     )
     finding = noisy_validation(
-        small_changes, TrainConfig(), facts(counts=(300,) * 3, val_images=200)
+        small_changes, worker(TrainConfig(), facts(counts=(300,) * 3, val_images=200))
     )
     assert finding is not None and finding.severity == "info"
 
@@ -48,7 +51,9 @@ def test_standard_error_is_binomial_and_never_zero() -> None:
 
 def test_noisy_validation_when_changes_are_within_two_standard_errors() -> None:
     rows = history(val_accuracy=[0.6, 2 / 3, 0.6])
-    finding = noisy_validation(rows, TrainConfig(), facts(counts=(25, 25, 25), val_images=15))
+    finding = noisy_validation(
+        rows, worker(TrainConfig(), facts(counts=(25, 25, 25), val_images=15))
+    )
     assert finding is not None and finding.severity == "warning"
     assert finding.evidence.startswith(
         "validation has 15 images, so one image moves val_accuracy by 6.7 points; "
@@ -61,7 +66,9 @@ def test_noisy_validation_when_changes_are_within_two_standard_errors() -> None:
 
 def test_a_small_set_with_large_changes_is_info_and_may_suggest_a_larger_split() -> None:
     rows = history(val_accuracy=[0.2, 0.8, 0.95])
-    finding = noisy_validation(rows, TrainConfig(), facts(counts=(200,) * 3, val_images=120))
+    finding = noisy_validation(
+        rows, worker(TrainConfig(), facts(counts=(200,) * 3, val_images=120))
+    )
     assert finding is not None and finding.severity == "info"
     assert finding.evidence.endswith("About 151 validation images would bring it to ±0.02")
     assert finding.suggestion == {"validation_split": 0.3}  # 151 of 600, up to a 0.05 step
@@ -69,35 +76,36 @@ def test_a_small_set_with_large_changes_is_info_and_may_suggest_a_larger_split()
 
 def test_a_large_validation_set_is_not_noisy() -> None:
     rows = history(val_accuracy=[0.9, 0.91, 0.905])
-    assert noisy_validation(rows, TrainConfig(), facts(val_images=1280)) is None
-    assert noisy_validation(rows, TrainConfig(), None) is None
+    assert noisy_validation(rows, worker(TrainConfig(), facts(val_images=1280))) is None
+    assert noisy_validation(rows, worker(TrainConfig(), None)) is None
     assert (
-        noisy_validation(history(val_accuracy=[None]), TrainConfig(), facts(val_images=15)) is None
+        noisy_validation(history(val_accuracy=[None]), worker(TrainConfig(), facts(val_images=15)))
+        is None
     )
 
 
 def test_data_leakage_grades_by_the_share_of_validation_seen_in_training() -> None:
-    finding = data_leakage([], TrainConfig(), facts(val_images=240, leaked=12))
+    finding = data_leakage([], worker(TrainConfig(), facts(val_images=240, leaked=12)))
     assert finding is not None and finding.severity == "critical"
     assert finding.evidence.startswith("12 of 240 validation images (5%) have the same bytes")
-    few = data_leakage([], TrainConfig(), facts(val_images=240, leaked=3))
+    few = data_leakage([], worker(TrainConfig(), facts(val_images=240, leaked=3)))
     assert few is not None and few.severity == "warning"
-    assert data_leakage([], TrainConfig(), facts(leaked=0)) is None
-    assert data_leakage([], TrainConfig(), None) is None
+    assert data_leakage([], worker(TrainConfig(), facts(leaked=0))) is None
+    assert data_leakage([], worker(TrainConfig(), None)) is None
 
 
 def test_class_imbalance_is_a_warning_when_accuracy_is_the_majority_share() -> None:
     imbalanced = facts(counts=(400, 40, 40), val_images=96)
-    info = class_imbalance(history(val_accuracy=[0.95]), TrainConfig(), imbalanced)
+    info = class_imbalance(history(val_accuracy=[0.95]), worker(TrainConfig(), imbalanced))
     assert info is not None and info.severity == "info"
     assert info.evidence.startswith(
         "'class0' has 400 images and 'class1' 40 (10.0×); always answering 'class0' scores "
         "accuracy 0.83"
     )
-    stuck = class_imbalance(history(val_accuracy=[0.84]), TrainConfig(), imbalanced)
+    stuck = class_imbalance(history(val_accuracy=[0.84]), worker(TrainConfig(), imbalanced))
     assert stuck is not None and stuck.severity == "warning"
-    assert class_imbalance([], TrainConfig(), imbalanced) is not None  # before any epoch
-    assert class_imbalance([], TrainConfig(), facts(counts=(100, 40))) is None  # 2.5×
+    assert class_imbalance([], worker(TrainConfig(), imbalanced)) is not None  # before any epoch
+    assert class_imbalance([], worker(TrainConfig(), facts(counts=(100, 40)))) is None  # 2.5×
 
 
 def test_facts_count_the_split_and_the_leaked_images(tmp_path: Path) -> None:
@@ -133,6 +141,6 @@ def test_findings_come_most_severe_first_in_rule_order() -> None:
     )
     assert [f.code for f in ordered] == ["b", "a", "c"]
     rows = history(loss=[2.0, None], val_loss=[2.0, None], val_accuracy=[0.5, None])
-    codes = [f.code for f in diagnose(rows, TrainConfig(), facts(val_images=15, leaked=1))]
+    codes = [f.code for f in diagnose(rows, worker(TrainConfig(), facts(val_images=15, leaked=1)))]
     assert codes[:2] == ["lr_too_high", "data_leakage"]  # critical, critical
-    assert diagnose([], TrainConfig(), facts()) == []
+    assert diagnose([], worker(TrainConfig(), facts())) == []

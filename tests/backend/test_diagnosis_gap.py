@@ -7,8 +7,12 @@ import pytest
 
 from backend.diagnosis.gap import decompose
 from backend.diagnosis.gap_rules import batchnorm_lag, overfitting, train_mode_gap
+from backend.diagnosis.run_facts import RunFacts
 from backend.train_config import TrainConfig
 from tests.backend.histories import facts, history
+
+# The facts of a worker's run: its TrainConfig and dataset facts.
+worker = RunFacts.from_config
 
 # The question's situation (40 steps an epoch, momentum 0.99): the training
 # sample evaluated like validation is as bad as validation, and re-estimated
@@ -61,7 +65,7 @@ def test_missing_probes_leave_parts_unknown_and_no_batchnorm_means_no_lag() -> N
 
 
 def test_batchnorm_lag_quotes_the_widest_gap_and_suggests_a_faster_momentum() -> None:
-    finding = batchnorm_lag(LAGGING, QUESTION, QUESTION_FACTS)
+    finding = batchnorm_lag(LAGGING, worker(QUESTION, QUESTION_FACTS))
     assert finding is not None
     assert (finding.code, finding.severity) == ("batchnorm_lag", "critical")
     assert finding.evidence.startswith(
@@ -72,28 +76,32 @@ def test_batchnorm_lag_quotes_the_widest_gap_and_suggests_a_faster_momentum() ->
     # 0.95 ** 40 = 0.13 leaves too much; 0.9 ** 40 = 0.015 does not.
     assert finding.suggestion == {"bn_momentum": 0.9}
     # Without the dataset, bn_init_weight tells the steps per epoch.
-    assert batchnorm_lag(LAGGING, QUESTION, None).suggestion == {"bn_momentum": 0.9}
+    assert batchnorm_lag(LAGGING, worker(QUESTION, None)).suggestion == {"bn_momentum": 0.9}
 
 
 def test_batchnorm_lag_is_a_warning_when_it_is_only_most_of_the_gap() -> None:
     half = history(loss=[0.5], val_loss=[1.5], train_eval_loss=[0.6], val_loss_recalibrated=[0.9])
-    finding = batchnorm_lag(half, QUESTION, QUESTION_FACTS)
+    finding = batchnorm_lag(half, worker(QUESTION, QUESTION_FACTS))
     assert finding is not None and finding.severity == "warning"
     assert "at epoch 1, 60% of the gap" in finding.evidence
 
 
 def test_no_batchnorm_lag_when_recalibration_changes_little_or_there_is_no_batchnorm() -> None:
     settled = history(loss=[1.0, 0.6], val_loss=[1.3, 0.9], val_loss_recalibrated=[1.25, 0.88])
-    assert batchnorm_lag(settled, QUESTION, QUESTION_FACTS) is None
-    assert batchnorm_lag(LAGGING, QUESTION.model_copy(update={"batch_norm": False}), None) is None
-    assert batchnorm_lag(history(loss=[1.0], val_loss=[3.0]), QUESTION, None) is None  # no probes
+    assert batchnorm_lag(settled, worker(QUESTION, QUESTION_FACTS)) is None
+    assert (
+        batchnorm_lag(LAGGING, worker(QUESTION.model_copy(update={"batch_norm": False}), None))
+        is None
+    )
+    no_probes = history(loss=[1.0], val_loss=[3.0])
+    assert batchnorm_lag(no_probes, worker(QUESTION, None)) is None
 
 
 def test_train_mode_gap_explains_validation_below_the_reported_loss() -> None:
     below = history(
         loss=[1.2, 0.9, 0.8], val_loss=[1.0, 0.7, 0.65], train_eval_loss=[1.0, 0.66, 0.6]
     )
-    finding = train_mode_gap(below, TrainConfig(dropout=0.3), None)
+    finding = train_mode_gap(below, worker(TrainConfig(dropout=0.3), None))
     assert finding is not None and finding.severity == "info" and finding.suggestion == {}
     assert finding.evidence.startswith("at epoch 2, val_loss 0.70 is below the reported")
     assert "with dropout 0.3 on" in finding.evidence
@@ -102,7 +110,7 @@ def test_train_mode_gap_explains_validation_below_the_reported_loss() -> None:
 
 def test_no_train_mode_gap_when_validation_is_above_training() -> None:
     above = history(loss=[1.2, 0.9], val_loss=[1.25, 0.88])  # within 5% is not worth a word
-    assert train_mode_gap(above, TrainConfig(), None) is None
+    assert train_mode_gap(above, worker(TrainConfig(), None)) is None
 
 
 OVERFITTING = history(
@@ -112,7 +120,7 @@ OVERFITTING = history(
 
 
 def test_overfitting_when_validation_rises_for_epochs_while_training_falls() -> None:
-    finding = overfitting(OVERFITTING, TrainConfig(batch_norm=False), None)
+    finding = overfitting(OVERFITTING, worker(TrainConfig(batch_norm=False), None))
     assert finding is not None and finding.severity == "warning"
     assert finding.evidence == (
         "val_loss rose from 0.75 at epoch 3 (its best) to 1.10 at epoch 7 while the training "
@@ -120,15 +128,15 @@ def test_overfitting_when_validation_rises_for_epochs_while_training_falls() -> 
     )
     assert finding.suggestion == {"dropout": 0.25, "early_stopping_patience": 3}
     config = TrainConfig(dropout=0.3, early_stopping_patience=5)
-    assert set(overfitting(OVERFITTING, config, None).suggestion) == {"augment"}  # type: ignore[union-attr]
+    assert set(overfitting(OVERFITTING, worker(config, None)).suggestion) == {"augment"}  # type: ignore[union-attr]
 
 
 def test_overfitting_needs_recalibrated_validation_to_rise_too() -> None:
     recalibrated = {"val_loss_recalibrated": [0.9, 0.7, 0.6, 0.55, 0.5, 0.45, 0.4]}
     lagging = history(**OVERFITTING_COLUMNS, **recalibrated)
-    assert overfitting(lagging, TrainConfig(), None) is None  # BatchNorm's, not memorising
+    assert overfitting(lagging, worker(TrainConfig(), None)) is None  # BatchNorm's, not memorising
     rising = {"val_loss_recalibrated": [0.9, 0.7, 0.6, 0.7, 0.8, 0.9, 1.0]}
-    finding = overfitting(history(**OVERFITTING_COLUMNS, **rising), TrainConfig(), None)
+    finding = overfitting(history(**OVERFITTING_COLUMNS, **rising), worker(TrainConfig(), None))
     assert finding is not None
     assert finding.evidence.endswith("do not remove it (val_loss 0.60 → 1.00)")
 
@@ -146,4 +154,4 @@ OVERFITTING_COLUMNS = {key: [row[key] for row in OVERFITTING] for key in ("loss"
 )
 def test_no_overfitting_without_a_sustained_rise(val_loss: list[float]) -> None:
     rows = history(loss=OVERFITTING_COLUMNS["loss"], val_loss=val_loss)
-    assert overfitting(rows, TrainConfig(batch_norm=False), None) is None
+    assert overfitting(rows, worker(TrainConfig(batch_norm=False), None)) is None

@@ -45,9 +45,11 @@ def start_stack(
     *extra: str,
     ui: bool = False,
     environment: Mapping[str, str] | None = None,
+    api_port: int | None = None,
 ) -> Stack:
-    """``environment``: CURVELAB_* settings for `curvelab up`, e.g. the API token."""
-    port = free_port()
+    """``environment``: CURVELAB_* settings for `curvelab up`, e.g. the API token;
+    ``api_port``: a fixed port, to start the stack again where a client knows it."""
+    port = api_port or free_port()
     ui_port = free_port()
     data_dir = tmp_path / "stack-data"
     log = tmp_path / "curvelab-up.log"

@@ -19,11 +19,14 @@ from backend.datasets.split import stratified_split
 from backend.db import Database
 from backend.settings import Settings
 from backend.train_config import Augment, TrainConfig
+from curvelab import probes as measured
+from curvelab.probes import precise_statistics
 from tests.worker.conftest import STEPS, TINY, MakeRun
 from worker.training import probes
 from worker.training.model import compile_model, make_model
 from worker.training.pipeline import build_pipelines
-from worker.training.probes import GapProbes, build_gap_probes, precise_statistics
+from worker.training.probes import DatasetProbes as GapProbes
+from worker.training.probes import build_gap_probes
 from worker.training.runner import run_training
 
 PROBE_KEYS = {
@@ -101,7 +104,7 @@ def test_precise_statistics_are_the_inference_inputs_of_batchnorm(
 
 def _with_precise_statistics(model: keras.Model, probe: GapProbes, data: Any) -> dict[str, float]:
     """``data`` evaluated the long way: statistics re-estimated, assigned, evaluated."""
-    with probes.replaced_statistics(model, precise_statistics(model, probe.bn_sample)):
+    with measured.replaced_statistics(model, precise_statistics(model, probe.bn_sample)):
         return model.evaluate(data, return_dict=True, verbose=0)
 
 
@@ -174,7 +177,7 @@ def test_a_failing_probe_warns_restores_and_keeps_what_it_measured(
 ) -> None:
     model, probe = _trained(settings, dataset_id)
     before = _state(model)
-    real_scores = probes._scores
+    real_scores = measured._scores
 
     def scores_once(model: keras.Model, data: Any) -> dict[str, float]:
         # The training sample goes through; validation, with the statistics
@@ -183,8 +186,8 @@ def test_a_failing_probe_warns_restores_and_keeps_what_it_measured(
             raise RuntimeError("out of memory")
         return real_scores(model, data)
 
-    monkeypatch.setattr(probes, "_scores", scores_once)
-    with caplog.at_level(logging.WARNING, logger=probes.__name__):
+    monkeypatch.setattr(measured, "_scores", scores_once)
+    with caplog.at_level(logging.WARNING, logger=measured.__name__):
         values = probe(model, 2)
     assert set(values) == {
         "train_eval_loss",
@@ -199,7 +202,7 @@ def test_a_failing_probe_warns_restores_and_keeps_what_it_measured(
 def zip_means(model: keras.Model, state: list[np.ndarray]) -> list[tuple[Any, np.ndarray]]:
     """Each BatchNorm layer with its moving mean as ``state`` (from ``_state``) holds it."""
     by_path = dict(zip([v.path for v in model.variables], state, strict=False))
-    return [(layer, by_path[layer.moving_mean.path]) for layer in probes.batchnorm_layers(model)]
+    return [(layer, by_path[layer.moving_mean.path]) for layer in measured.batchnorm_layers(model)]
 
 
 def test_a_real_run_records_probes_that_agree_with_its_saved_model(

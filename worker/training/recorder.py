@@ -34,7 +34,8 @@ asked for the fence once more just before they are renamed into place.
 A batch point's ``loss`` and ``accuracy`` are means over the steps since the
 previous point of the same epoch, recovered from Keras's running means
 (weighted by images, as Keras weighs them): the loss at that moment of
-training, where Keras's own number is a mean since the epoch began.
+training, where Keras's own number is a mean since the epoch began. The
+maths is ``curvelab.windows.BatchWindow``, which a user's own fit uses too.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import keras
 from backend import events, runs
 from backend.db import Database
 from backend.settings import Settings
+from curvelab.windows import BatchPoint, BatchWindow
 from worker.training import artifacts
 from worker.training.best import Best, BestWeights
 from worker.training.fence import Fence
@@ -62,7 +64,6 @@ log = logging.getLogger(__name__)
 # beside it) without changing it; its values join the epoch's record like any
 # Keras metric.
 EpochProbe = Callable[[keras.Model, int, Mapping[str, Any]], Mapping[str, float | None]]
-BatchPoint = tuple[int, float, dict[str, Any]]
 
 
 def _floats(values: Mapping[str, Any]) -> dict[str, float | None]:
@@ -123,7 +124,7 @@ class RunRecorder(keras.callbacks.Callback):
         self._started = 0.0
         self._train_ended: float | None = None
         self._points: list[BatchPoint] = []
-        self._window: tuple[int, dict[str, float]] = (0, {})  # images seen, metric sums
+        self._window = BatchWindow(batch_size, train_images)
         self._writer: _Writer | None = None
         self._snapshot: artifacts.Snapshot | None = None
 
@@ -157,7 +158,7 @@ class RunRecorder(keras.callbacks.Callback):
         self._epoch = epoch
         self._steps_started = 0
         self._points = []
-        self._window = (0, {})
+        self._window.start_epoch(epoch)
         self._train_ended = None
         self._started = time.perf_counter()
 
@@ -253,21 +254,11 @@ class RunRecorder(keras.callbacks.Callback):
 
     def _point(self, steps_done: int, running: Mapping[str, Any]) -> None:
         """Record and queue the batch point after ``steps_done`` steps."""
-        seen = min(steps_done * self.batch_size, self.train_images)
-        previous_seen, previous_sums = self._window
-        if seen <= previous_seen:
+        point = self._window.point(steps_done, self.steps_per_epoch, running)
+        if point is None:
             return
-        sums: dict[str, float] = {}
-        values: dict[str, float | None] = {}
-        for key, mean in _floats(running).items():
-            sums[key] = (mean if mean is not None else float("nan")) * seen
-            window = (sums[key] - previous_sums.get(key, 0.0)) / (seen - previous_seen)
-            # Keras's means are float32: digits past the 7th are noise.
-            values[key] = events.finite_or_none(f"{window:.7g}")
-        self._window = (seen, sums)
-        step = self._epoch * self.steps_per_epoch + steps_done
-        at = self._epoch + steps_done / self.steps_per_epoch
-        self._points.append((step, at, values))
+        step, at, values = point
+        self._points.append(point)
         writer, _ = self._started_writer()
         writer.submit(partial(self.publish, events.batch_event(step, at, values)))
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from backend import evaluations, mistakes
+from backend import evaluations, external_runs, mistakes
 from backend.api.deps import ResourcesDep, SessionDep
 from backend.api.evaluation_schemas import EvaluationPublic
 from backend.api.routes.runs import get_run
@@ -32,6 +32,8 @@ PNG: dict[int | str, dict[str, Any]] = {200: {"content": {"image/png": {}}}}
 def find_evaluation(
     session: Session, settings: Settings, run: Run, weights: Weights | None
 ) -> Evaluation:
+    if external_runs.is_external(run):
+        raise HTTPException(status.HTTP_409_CONFLICT, external_runs.no_evaluation(run))
     rows = evaluations.stored(session, run.id)
     if not rows:
         if run.status != "succeeded":
@@ -121,6 +123,8 @@ def download_model(
     """A trained model as a .keras file: the best epoch's or the final one."""
     run = get_run(session, run_id)
     chosen = weights or evaluations.default_weights(resources.settings.runs_dir, run.id)
+    if chosen is None and external_runs.is_external(run):
+        raise HTTPException(status.HTTP_409_CONFLICT, external_runs.no_model(run))
     if chosen is None:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, f"run has no model yet (status: {run.status})"

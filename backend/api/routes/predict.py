@@ -17,7 +17,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
-from backend import evaluations
+from backend import evaluations, external_runs
 from backend.api.deps import Resources, ResourcesDep
 from backend.api.evaluation_schemas import ClassProbability, PredictionPublic
 from backend.api.routes.evaluation import WeightsQuery
@@ -45,7 +45,10 @@ class _Request:
     "/{run_id}/predict",
     response_model=PredictionPublic,
     responses={
-        409: {"description": "The run has not trained to the end, or has no such model."},
+        409: {
+            "description": "The run has not trained to the end, or has no such model (an "
+            "external run that uploaded none)."
+        },
         413: {"description": "The image is too large."},
         415: {"description": "The file is not an image."},
         504: {"description": "No predict worker answered in time."},
@@ -60,7 +63,9 @@ async def predict(
     top_k: Annotated[int, Query(ge=1, le=100)] = 5,
     weights: WeightsQuery = None,
 ) -> PredictionPublic:
-    """The run's most probable classes for one image, preprocessed as in training."""
+    """The run's most probable classes for one image, preprocessed as in training (an
+    external run's: resized to its model's input, RGB or grayscale by its channels,
+    scaled to 0–1, as a worker's run is fed)."""
     request = await run_in_threadpool(_checked_request, resources, run_id, weights, file)
     try:
         reply = await request_prediction(
@@ -108,7 +113,11 @@ def _checked_request(
     settings = resources.settings
     with resources.db.session() as session:
         run = get_run(session, run_id)
-        if run.status != "succeeded":
+        external = external_runs.is_external(run)
+        if external and evaluations.default_weights(settings.runs_dir, run.id) is None:
+            raise HTTPException(status.HTTP_409_CONFLICT, external_runs.no_model(run))
+        # An external run's model is what its script sent, whenever it sent it.
+        if run.status != "succeeded" and not external:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
                 f"run is {run.status}: predict needs a run that trained to the end",

@@ -1,9 +1,12 @@
-"""Runs: create (queue for a worker), list, read, cancel, metrics (JSON and CSV)."""
+"""Runs: create (queue for a worker), list, read, cancel, metrics (JSON and CSV).
+
+External runs (a user's own model.fit) are created and recorded by
+routes/external.py; they list, read and give metrics here like any run."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -14,14 +17,13 @@ from sqlalchemy import select
 from backend import downsample, memory_estimate, runs, workers
 from backend.api import metrics_csv, metrics_reply
 from backend.api.deps import ResourcesDep, SessionDep, is_server_id
-from backend.api.schemas import Metrics, RunCreate, RunPublic
+from backend.api.schemas import Metrics, RunCreate, RunPublic, RunSource, RunStatus
 from backend.db import Dataset, Run
 from backend.queue import enqueue_training
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 NOT_FOUND = "run not found"
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 def get_run(session: SessionDep, run_id: str) -> Run:
@@ -57,9 +59,12 @@ def create_run(body: RunCreate, session: SessionDep, resources: ResourcesDep) ->
 
 @router.get("", response_model=list[RunPublic])
 def list_runs(
-    session: SessionDep, dataset_id: str | None = None, status: RunStatus | None = None
+    session: SessionDep,
+    dataset_id: str | None = None,
+    status: RunStatus | None = None,
+    source: RunSource | None = None,
 ) -> list[Run]:
-    """All runs, newest first; filter by dataset or status."""
+    """All runs, newest first; filter by dataset, status or source (keras: external runs)."""
     if dataset_id and not is_server_id(dataset_id):
         return []  # no dataset has such an id; never sent to SQL
     query = select(Run).order_by(Run.created_at.desc())
@@ -67,6 +72,8 @@ def list_runs(
         query = query.where(Run.dataset_id == dataset_id)
     if status:
         query = query.where(Run.status == status)
+    if source:
+        query = query.where(Run.source == source)
     return list(session.scalars(query))
 
 
@@ -80,6 +87,11 @@ def read_run(run_id: str, session: SessionDep) -> Run:
 def cancel_run(run_id: str, session: SessionDep, resources: ResourcesDep) -> Run:
     """Cancel a queued run now, a running one at its next batch."""
     run = get_run(session, run_id)
+    if run.source == runs.EXTERNAL:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            "an external run is stopped in its own script (Ctrl-C: it ends interrupted)",
+        )
     try:
         return runs.request_cancel(session, resources.redis, run)
     except RedisError as exc:
