@@ -190,7 +190,9 @@ def test_a_frozen_worker_wakes_to_find_its_run_taken_and_stops(
     )
     woken = frozen.log.read_text()
     assert f"curvelab.train[{run_id}]" in woken and "s: 'lost'" in woken
-    assert "is held by" in woken
+    # Whichever of its threads wakes first says why: the lease keeper (the
+    # lease is another's) or the recorder (SQL refused its epoch). Either stops it.
+    assert "is held by" in woken or "writes nothing more: SQL refused" in woken, woken[-3000:]
 
     status = wait_for(
         lambda: final_status(database, run_id, spare), timeout=120, what="the run to finish"
