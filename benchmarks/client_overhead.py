@@ -21,7 +21,6 @@ the baseline's epoch of the same round, epochs 2..N.
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 from benchmarks import overhead
 from benchmarks.fixtures import Workspace, api_server, workspace
-from benchmarks.overhead import KERAS, Result, _take_turns, _Turns, quiet
+from benchmarks.overhead import KERAS, Result, _Turns, in_turns, quiet
 from benchmarks.report import Row, at_most, format_table, median, paired_ratios
 
 OFF, ON = "callback, probes off", "callback, probes on"
@@ -43,31 +42,15 @@ def measure(space: Workspace, epochs: int, dataset_id: str | None = None) -> Res
     dataset_id = dataset_id or stored_dataset(space, overhead.PER_CLASS)
     folder = str(space.settings.datasets_dir / dataset_id)
     with api_server(space) as api:
-        spool = space.root / "spool"
-        context = mp.get_context("spawn")  # TensorFlow must not be forked
         specs = {
-            KERAS: {"kind": KERAS, "folder": folder, "epochs": epochs},
-            OFF: {"kind": OFF, "folder": folder, "epochs": epochs, "url": api.url},
-            ON: {"kind": ON, "folder": folder, "epochs": epochs, "url": api.url},
+            KERAS: {"kind": KERAS},
+            OFF: {"kind": OFF, "url": api.url},
+            ON: {"kind": ON, "url": api.url},
         }
-        pipes: dict[str, Connection] = {}
-        processes = []
-        for name, spec in specs.items():
-            ours, theirs = context.Pipe()
-            spec["spool"] = str(spool)
-            spec["run_id_file"] = str(space.root / f"run-id-{len(pipes)}")
-            process = context.Process(target=_child, args=(theirs, spec), name=f"bench-{name}")
-            process.start()
-            theirs.close()
-            pipes[name] = ours
-            processes.append(process)
-        try:
-            seconds, cpu_seconds = _take_turns(pipes, epochs)
-        finally:
-            for process in processes:
-                process.join(120)
-                if process.is_alive():
-                    process.kill()
+        for number, spec in enumerate(specs.values()):
+            spec.update(folder=folder, epochs=epochs, spool=str(space.root / "spool"))
+            spec["run_id_file"] = str(space.root / f"run-id-{number}")
+        seconds, cpu_seconds = in_turns(_child, specs, epochs, grace=120)
     run_id_file = Path(specs[ON]["run_id_file"])
     run_id = run_id_file.read_text() if run_id_file.exists() else None
     probe_seconds = _probe_seconds(space, run_id)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -56,33 +57,45 @@ def config(epochs: int, probes: bool) -> TrainConfig:
 def measure(space: Workspace, epochs: int, dataset_id: str | None = None) -> Result:
     dataset_id = dataset_id or stored_dataset(space, PER_CLASS)
     folder = space.settings.datasets_dir / dataset_id
-    context = mp.get_context("spawn")  # TensorFlow must not be forked
     specs: dict[str, dict[str, Any]] = {
         KERAS: {"kind": KERAS, "folder": str(folder), "epochs": epochs},
     }
     for name, probes in ((OFF, False), (ON, True)):
         run_id = queued_run(space, dataset_id, config(epochs, probes), name)
         specs[name] = {"kind": "curvelab", "run_id": run_id, "env": space.env}
+    seconds, cpu_seconds = in_turns(_child, specs, epochs)
+    with space.db.session() as session:
+        recorded = runs.epoch_rows(session, specs[ON]["run_id"])
+    probe_seconds = [float(row.get("probe_seconds") or 0.0) for row in recorded]
+    return Result(seconds=seconds, cpu_seconds=cpu_seconds, probe_seconds=probe_seconds)
+
+
+def in_turns(
+    child: Callable[[Connection, dict[str, Any]], None],
+    specs: dict[str, dict[str, Any]],
+    epochs: int,
+    grace: float = 60,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Start ``child(conn, spec)`` for each variant in its own spawned process
+    (TensorFlow must not be forked), let them train one epoch at a time, and
+    give each variant's wall and CPU seconds per epoch."""
+    context = mp.get_context("spawn")
     pipes: dict[str, Connection] = {}
     processes = []
     for name, spec in specs.items():
         ours, theirs = context.Pipe()
-        process = context.Process(target=_child, args=(theirs, spec), name=f"bench-{name}")
+        process = context.Process(target=child, args=(theirs, spec), name=f"bench-{name}")
         process.start()
         theirs.close()
         pipes[name] = ours
         processes.append(process)
     try:
-        seconds, cpu_seconds = _take_turns(pipes, epochs)
+        return _take_turns(pipes, epochs)
     finally:
         for process in processes:
-            process.join(60)
+            process.join(grace)
             if process.is_alive():
                 process.kill()
-    with space.db.session() as session:
-        recorded = runs.epoch_rows(session, specs[ON]["run_id"])
-    probe_seconds = [float(row.get("probe_seconds") or 0.0) for row in recorded]
-    return Result(seconds=seconds, cpu_seconds=cpu_seconds, probe_seconds=probe_seconds)
 
 
 def _take_turns(

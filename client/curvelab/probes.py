@@ -65,6 +65,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from curvelab.samples import as_numpy, count_images
+
 log = logging.getLogger(__name__)
 
 BatchNorm = keras.layers.BatchNormalization
@@ -294,7 +296,7 @@ class StatisticsPass:
         first: tuple[Any, Any, Any] | None = None
         for count, (inputs, labels) in enumerate(batches, start=1):
             predictions, moments = self._forward(inputs)
-            size = _count(inputs)
+            size = count_images(inputs)
             weighted = [np.asarray(moment, dtype=np.float64) * size for moment in moments]
             sums = weighted if not sums else [a + b for a, b in zip(sums, weighted, strict=True)]
             seen += size
@@ -314,7 +316,7 @@ class StatisticsPass:
         recorded: dict[int, list[Any]] = {}
         with _batch_statistics_calls(self.layers, recorded):
             predictions = self.model(inputs, training=False)
-        predictions = keras.tree.map_structure(_numpy, predictions)
+        predictions = keras.tree.map_structure(as_numpy, predictions)
         moments: list[Any] = []
         for layer in self.layers:
             calls = recorded.get(id(layer))
@@ -352,7 +354,7 @@ def _recording_call(
 ) -> Callable[..., Any]:
     def call(inputs: Any, training: Any = None, mask: Any = None) -> Any:
         outputs, mean, variance = _normalised_by_batch(bn, inputs, mask)
-        recorded.setdefault(id(bn), []).append((_numpy(mean), _numpy(variance)))
+        recorded.setdefault(id(bn), []).append((as_numpy(mean), as_numpy(variance)))
         return outputs
 
     return call
@@ -458,7 +460,7 @@ def _score(model: keras.Model, batches: Sequence[tuple[Any, Any, Any]]) -> Score
     accuracy: bool = True
     with _metrics_kept(model):
         for inputs, labels, predictions in batches:
-            size = _count(inputs)
+            size = count_images(inputs)
             loss = model._compute_loss(
                 x=inputs, y=labels, y_pred=predictions, sample_weight=None, training=False
             )
@@ -616,25 +618,12 @@ def _moving(layer: keras.layers.BatchNormalization) -> tuple[np.ndarray, np.ndar
     )
 
 
-def _count(inputs: Any) -> int:
-    """The number of images in a batch (its inputs may be a dict or list)."""
-    return int(keras.tree.flatten(inputs)[0].shape[0])
-
-
 def _images(batches: Iterable[tuple[Any, Any]]) -> int:
-    return sum(_count(inputs) for inputs, _ in batches)
-
-
-def _numpy(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value
-    if hasattr(value, "detach"):  # a torch tensor, on whatever device
-        value = value.detach().cpu()
-    return np.asarray(value)
+    return sum(count_images(inputs) for inputs, _ in batches)
 
 
 def _numpy_tree(value: Any) -> Any:
-    return _numpy(value) if not isinstance(value, list | tuple | dict) else value
+    return as_numpy(value) if not isinstance(value, list | tuple | dict) else value
 
 
 def _finite(value: Any) -> float | None:

@@ -31,7 +31,7 @@ def fixed_batches(data: Any, *, images: int, batch_size: int) -> list[Batch]:
     if images < 1 or batch_size < 1:
         raise ValueError(f"images and batch_size must be at least 1, got {images}, {batch_size}")
     if _is_arrays(data):
-        xs, ys = [_numpy_tree(data[0])], [_numpy(data[1])]
+        xs, ys = [_numpy_tree(data[0])], [as_numpy(data[1])]
     elif _is_tf_dataset(data):
         batches = data.as_numpy_iterator()
         if not _tf_batched(data):
@@ -48,7 +48,7 @@ def fixed_batches(data: Any, *, images: int, batch_size: int) -> list[Batch]:
         )
     x = keras.tree.map_structure(lambda *parts: np.concatenate(parts)[:images], *xs)
     y = np.concatenate(ys)[:images]
-    count = min(_count(x), len(y))
+    count = min(count_images(x), len(y))
     if count == 0:
         raise ValueError("the probe data holds no images")
     return [
@@ -88,10 +88,10 @@ def _pair(element: Any) -> tuple[Any, np.ndarray]:
         )
     if len(element) not in (2, 3):
         raise ValueError(f"a batch of the probe data has {len(element)} parts, not (x, y)")
-    x, y = _numpy_tree(element[0]), _numpy(element[1])
-    if y.ndim == 0 or _count(x) != len(y):
+    x, y = _numpy_tree(element[0]), as_numpy(element[1])
+    if y.ndim == 0 or count_images(x) != len(y):
         raise ValueError(
-            f"a batch of the probe data has {_count(x)} inputs and labels of shape {y.shape}"
+            f"a batch of the probe data has {count_images(x)} inputs and labels of shape {y.shape}"
         )
     return x, y
 
@@ -170,7 +170,8 @@ def _py_dataset_batches(data: keras.utils.PyDataset) -> Iterator[Any]:
         index += 1
 
 
-def _numpy(value: Any) -> np.ndarray:
+def as_numpy(value: Any) -> np.ndarray:
+    """A numpy array of a tensor of any backend (a torch tensor on any device too)."""
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "detach"):  # a torch tensor, on whatever device
@@ -179,8 +180,9 @@ def _numpy(value: Any) -> np.ndarray:
 
 
 def _numpy_tree(value: Any) -> Any:
-    return keras.tree.map_structure(_numpy, value)
+    return keras.tree.map_structure(as_numpy, value)
 
 
-def _count(x: Any) -> int:
+def count_images(x: Any) -> int:
+    """The images in a batch (its inputs may be a dict or list of arrays)."""
     return int(keras.tree.flatten(x)[0].shape[0])
