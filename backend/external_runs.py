@@ -44,10 +44,10 @@ from backend.fit_summary import (
     RunFinish,
 )
 from backend.settings import Settings
+from backend.uploads import copy_capped
 
 log = logging.getLogger(__name__)
 
-_COPY_CHUNK = 1024 * 1024
 # What every .keras file (a zip) holds: the model's architecture.
 KERAS_CONFIG = "config.json"
 
@@ -239,18 +239,16 @@ def store_model(session: Session, settings: Settings, run_id: str, upload: Binar
 
 
 def _copy_capped(upload: BinaryIO, path: Path, limit: int) -> int:
-    written = 0
-    with path.open("wb") as out:
-        while chunk := upload.read(_COPY_CHUNK):
-            written += len(chunk)
-            if written > limit:
-                raise ModelTooLarge(
-                    f"model is larger than the {limit / 2**20:g} MiB limit (CURVELAB_MAX_MODEL_MB)"
-                )
-            out.write(chunk)
+    written = copy_capped(upload, path, limit, _model_too_large)
     if written == 0:
         raise NotAModel("the model file is empty")
     return written
+
+
+def _model_too_large(limit: int) -> ModelTooLarge:
+    return ModelTooLarge(
+        f"model is larger than the {limit / 2**20:g} MiB limit (CURVELAB_MAX_MODEL_MB)"
+    )
 
 
 def _check_keras_file(path: Path, max_uncompressed: int) -> None:

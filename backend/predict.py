@@ -29,12 +29,12 @@ from PIL import Image
 from redis import Redis
 
 from backend.datasets.images import store_image
+from backend.uploads import copy_capped
 
 PREDICT_TASK = "curvelab.predict"
 PREDICT_QUEUE = "predict"
 # The default of CURVELAB_MAX_IMAGE_MB.
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
-_COPY_CHUNK = 1024 * 1024
 # How long a reply waits for an API that gave up on it (then it is gone).
 REPLY_TTL_S = 60
 # BLPOP in slices shorter than the Redis client's socket timeout.
@@ -76,18 +76,15 @@ def stored_image(
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own guard, as ingest sets it
     with tempfile.TemporaryDirectory(dir=tmp_dir, prefix="predict-") as folder:
         raw = Path(folder) / "upload"
-        written = 0
-        with raw.open("wb") as out:
-            while chunk := upload.read(_COPY_CHUNK):
-                written += len(chunk)
-                if written > max_bytes:
-                    raise ImageTooLarge(
-                        f"image is larger than the {max_bytes / 2**20:g} MiB limit "
-                        "(CURVELAB_MAX_IMAGE_MB)"
-                    )
-                out.write(chunk)
+        copy_capped(upload, raw, max_bytes, _image_too_large)
         image = store_image(raw, "", 0, name, max_pixels)
         return (Path(folder) / image.filename).read_bytes()
+
+
+def _image_too_large(limit: int) -> ImageTooLarge:
+    return ImageTooLarge(
+        f"image is larger than the {limit / 2**20:g} MiB limit (CURVELAB_MAX_IMAGE_MB)"
+    )
 
 
 async def request_prediction(

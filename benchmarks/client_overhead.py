@@ -28,7 +28,7 @@ from typing import Any
 
 from benchmarks import overhead
 from benchmarks.fixtures import Workspace, api_server, workspace
-from benchmarks.overhead import KERAS, Result, _Turns, in_turns, quiet
+from benchmarks.overhead import KERAS, Result, in_turns, paced, quiet
 from benchmarks.report import Row, at_most, format_table, median, paired_ratios
 
 OFF, ON = "callback, probes off", "callback, probes on"
@@ -111,16 +111,7 @@ def _fit(conn: Connection, spec: dict[str, Any]) -> str | None:
 
     from benchmarks import bare_keras
 
-    turns = _Turns(conn)
-
-    class Paced(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            turns.next_epoch()
-
-        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-            turns.done()
-
-    callbacks: list[keras.callbacks.Callback] = [Paced()]
+    callbacks: list[keras.callbacks.Callback] = [paced(conn)]
     callback = None
     if spec["kind"] != KERAS:
         import curvelab
@@ -143,7 +134,7 @@ def _fit(conn: Connection, spec: dict[str, Any]) -> str | None:
             validation_data=validation,
             probes=spec["kind"] == ON,
         )
-        # After Paced: its epoch-end work is inside the epoch Paced times.
+        # After the pacing callback: its epoch-end work is inside the timed epoch.
         callbacks.append(callback)
     bare_keras.train(Path(spec["folder"]), spec["epochs"], callbacks=callbacks)
     return None if callback is None else callback.run_id

@@ -191,12 +191,10 @@ class _Turns:
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def _bare(conn: Connection, spec: dict[str, Any]) -> None:
-    from pathlib import Path
-
+def paced(conn: Connection) -> Any:
+    """A Keras callback that waits for its turn at each epoch start and
+    reports each epoch's time (keras imported here: in the child only)."""
     import keras
-
-    from benchmarks import bare_keras
 
     turns = _Turns(conn)
 
@@ -207,7 +205,15 @@ def _bare(conn: Connection, spec: dict[str, Any]) -> None:
         def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
             turns.done()
 
-    bare_keras.train(Path(spec["folder"]), spec["epochs"], callbacks=[Paced()])
+    return Paced()
+
+
+def _bare(conn: Connection, spec: dict[str, Any]) -> None:
+    from pathlib import Path
+
+    from benchmarks import bare_keras
+
+    bare_keras.train(Path(spec["folder"]), spec["epochs"], callbacks=[paced(conn)])
 
 
 def _curvelab(conn: Connection, spec: dict[str, Any]) -> None:
