@@ -26,7 +26,14 @@ from sqlalchemy import (
     create_engine,
     event,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    sessionmaker,
+)
 from sqlalchemy.types import TypeDecorator
 
 from backend import schema
@@ -100,7 +107,7 @@ class Run(Base):
     # When the run last entered "queued" (created, or queued again): the
     # reconciler re-sends a run queued too long whose message is nowhere.
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # Who trains it: "worker" (a TrainConfig, queued) or "keras" (a user's own
@@ -112,6 +119,71 @@ class Run(Base):
     # An external run's model and fit settings (backend.fit_summary.FitSummary):
     # what a TrainConfig says of a worker's run.
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # What the runs list shows and sorts by, kept up to date from the epoch
+    # rows by backend.run_summary in each transaction that changes them.
+    best_val_loss: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    best_val_loss_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    best_val_accuracy: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    best_val_accuracy_epoch: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # Training seconds of the recorded epochs (resumes included, queue waits not).
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    images_per_sec: Mapped[float | None] = mapped_column(Float, nullable=True)
+    notes: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The sweep that made the run, and its Optuna trial number there.
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="SET NULL"), index=True, nullable=True
+    )
+    trial_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tag_rows: Mapped[list[RunTag]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", order_by="RunTag.tag"
+    )
+
+    @property
+    def tags(self) -> list[str]:
+        return [row.tag for row in self.tag_rows]
+
+
+class RunTag(Base):
+    """One tag of a run: a table, so that a tag filter is an indexed lookup
+    on every database (JSON arrays query differently on each)."""
+
+    __tablename__ = "run_tags"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class Sweep(Base):
+    """Runs of one dataset and base config that an Optuna study chooses
+    (backend.sweeps): its space, method, budget and pruner, and its status."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(200))
+    dataset_id: Mapped[str | None] = mapped_column(
+        ForeignKey("datasets.id", ondelete="SET NULL"), index=True, nullable=True
+    )
+    # The base TrainConfig every run patches, as JSON.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Knob -> list of values, or {"low", "high", "log"} (schemas.SweepCreate).
+    space: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # method "list": the config patches to try, in order ([{"label", "patch"}]).
+    variants: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    method: Mapped[str] = mapped_column(String(16))
+    max_runs: Mapped[int] = mapped_column(Integer)
+    parallel: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8))  # "minimize" or "maximize"
+    prune: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Pruner settings and the sampler's seed ({"startup_runs", "warmup_epochs", "seed"}).
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="running", index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The run page's "Try every suggestion": the run whose diagnosis it tries.
+    source_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class EpochMetrics(Base):

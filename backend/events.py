@@ -2,7 +2,8 @@
 
 Each run has one Redis Stream. Its entries are the run's events in order:
 ``status`` (queued, running, succeeded, failed, cancelled, interrupted: an
-external run's script stopped by Ctrl-C), ``epoch`` (every
+external run's script stopped by Ctrl-C; pruned: a sweep's pruner stopped
+it as hopeless, its reason in ``error``), ``epoch`` (every
 Keras log value of a finished epoch, 1-based) and ``batch`` (the training loss
 at a fractional epoch). A stream gives replay and live tail in one, and its
 entry ids are the SSE ids that a reconnecting client sends back.
@@ -26,8 +27,16 @@ from typing import Any, Literal
 from redis import Redis
 
 EventType = Literal["status", "epoch", "batch"]
-RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted"})
+RUN_STATUSES = (
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+    "interrupted",
+    "pruned",
+)
+FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "interrupted", "pruned"})
 
 _PREFIX = "curvelab"
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from backend.fit_summary import FitSummary
 from backend.plain_text import PlainText
@@ -13,7 +20,9 @@ from backend.train_config import TrainConfig, read_stored_config
 
 __all__ = ["PlainText"]  # re-exported: its home is backend.plain_text
 
-RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
+RunStatus = Literal[
+    "queued", "running", "succeeded", "failed", "cancelled", "interrupted", "pruned"
+]
 RunSource = Literal["worker", "keras"]
 
 
@@ -100,12 +109,28 @@ class RunPublic(BaseModel):
         description="Stored config values that no longer validate, each replaced by its default.",
     )
     status: RunStatus
-    epochs_done: int
-    error: str | None
+    epochs_done: int = Field(description="The last epoch recorded (1-based; 0: none yet).")
+    error: str | None = Field(
+        description="Why it failed, or (status pruned) why its sweep's pruner stopped it."
+    )
     resumed_at_epoch: int | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    tags: list[str] = Field(default_factory=list)
+    notes: str = ""
+    sweep_id: str | None = Field(default=None, description="The sweep that made the run.")
+    trial_number: int | None = Field(default=None, description="Its trial in that sweep.")
+    best_val_loss: float | None = None
+    best_val_loss_epoch: int | None = None
+    best_val_accuracy: float | None = None
+    best_val_accuracy_epoch: int | None = None
+    duration_s: float | None = Field(
+        default=None, description="Training seconds of the recorded epochs."
+    )
+    images_per_sec: float | None = Field(
+        default=None, description="Training images per second, the epochs' mean."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -117,6 +142,7 @@ class RunPublic(BaseModel):
             fields = dict(data)
         else:
             fields = {name: getattr(data, name) for name in cls.model_fields if hasattr(data, name)}
+        fields["notes"] = fields.get("notes") or ""
         if fields.get("source") == "keras":
             # An external run has no TrainConfig (SQL holds {}); its summary
             # was validated when it came, and is read back as tolerantly.
@@ -127,6 +153,78 @@ class RunPublic(BaseModel):
         fields.update(config=stored.config, config_unknown=stored.unknown)
         fields["config_notes"] = stored.notes
         return fields
+
+
+RunSort = Literal[
+    "created",
+    "-created",
+    "best_val_loss",
+    "-best_val_loss",
+    "best_val_accuracy",
+    "-best_val_accuracy",
+    "duration",
+    "-duration",
+    "name",
+    "-name",
+]
+
+
+class RunPage(BaseModel):
+    items: list[RunPublic]
+    total: int = Field(description="Runs that match the filters, on every page.")
+    next: str | None = Field(
+        description="The cursor of the next page (pass it as `cursor`); null on the last."
+    )
+
+
+Tag = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^\x00-\x1f,]+$"
+    ),
+]
+
+
+class RunPatch(BaseModel):
+    """What PATCH /api/runs/{id} changes; a field left out stays as it is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: PlainText | None = Field(default=None, min_length=1, max_length=200)
+    tags: list[Tag] | None = Field(
+        default=None, max_length=50, description="Replaces the run's tags (no commas)."
+    )
+    notes: str | None = Field(default=None, max_length=20_000)
+
+
+class RunsDelete(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] = Field(min_length=1, max_length=1000)
+
+
+class RunsDeleted(BaseModel):
+    deleted: list[str] = Field(
+        description="Runs deleted (a queued or running one cancelled first)."
+    )
+    missing: list[str] = Field(description="Ids no run has (already deleted?).")
+
+
+class RunRef(BaseModel):
+    """A run as a conflict lists it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    name: str
+    status: RunStatus
+
+
+class DatasetInUse(BaseModel):
+    """The 409 body of deleting a dataset that has runs."""
+
+    detail: str
+    runs: list[RunRef]
 
 
 def _stored_summary(raw: Any) -> FitSummary | None:

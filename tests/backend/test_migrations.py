@@ -144,9 +144,9 @@ def test_a_new_database_is_migrated_to_exactly_the_models(settings: Settings) ->
     assert (done.before, done.stamped, done.applied) == (
         None,
         None,
-        ["0001", "0002", "0003", "0004"],
+        ["0001", "0002", "0003", "0004", "0005"],
     )
-    assert schema.current(engine) == schema.head() == "0004"
+    assert schema.current(engine) == schema.head() == "0005"
     assert sa.inspect(engine).has_table("studies")  # left alone
     with engine.connect() as connection:  # `alembic check` through migrations/env.py
         command.check(schema.alembic_config(connection=connection))
@@ -216,21 +216,21 @@ def test_an_old_database_file_is_migrated_at_start_and_every_run_reads(
     ("drop", "columns", "stamped", "applied"),
     [
         # Before the evaluations table: nothing to stamp, the baseline adds it.
-        (("evaluations",), "", None, ["0001", "0002", "0003", "0004"]),
-        ((), "", "0001", ["0002", "0003", "0004"]),
+        (("evaluations",), "", None, ["0001", "0002", "0003", "0004", "0005"]),
+        ((), "", "0001", ["0002", "0003", "0004", "0005"]),
         # metrics_version came a release before attempt: 0002 adds only attempt.
         (
             (),
             "ALTER TABLE runs ADD COLUMN metrics_version INTEGER DEFAULT 0 NOT NULL",
             "0001",
-            ["0002", "0003", "0004"],
+            ["0002", "0003", "0004", "0005"],
         ),
         (
             (),
             "ALTER TABLE runs ADD COLUMN metrics_version INTEGER DEFAULT 0 NOT NULL;"
             "ALTER TABLE runs ADD COLUMN attempt INTEGER DEFAULT 0 NOT NULL",
             "0002",
-            ["0003", "0004"],
+            ["0003", "0004", "0005"],
         ),
         (
             (),
@@ -240,7 +240,7 @@ def test_an_old_database_file_is_migrated_at_start_and_every_run_reads(
             "ALTER TABLE runs ADD COLUMN deaths INTEGER DEFAULT 0 NOT NULL;"
             "ALTER TABLE runs ADD COLUMN queued_at DATETIME",
             "0003",
-            ["0004"],
+            ["0004", "0005"],
         ),
     ],
 )
@@ -274,15 +274,15 @@ def test_curvelab_migrate_reports_the_revisions_it_applied(
     shutil.copy(original / "curvelab.db", copy / "curvelab.db")
 
     assert main(["migrate", "--data-dir", str(copy), "--current"]) == 0
-    assert "at revision none (the newest is 0004)" in capsys.readouterr().out
+    assert "at revision none (the newest is 0005)" in capsys.readouterr().out
     assert main(["migrate", "--data-dir", str(copy)]) == 0
     out = capsys.readouterr().out
     assert "made before migrations; its columns match revision 0001" in out
-    assert "applied 0002, 0003, 0004; now at revision 0004" in out
+    assert "applied 0002, 0003, 0004, 0005; now at revision 0005" in out
     assert main(["migrate", "--data-dir", str(copy)]) == 0
-    assert "already at the newest revision, 0004" in capsys.readouterr().out
+    assert "already at the newest revision, 0005" in capsys.readouterr().out
     assert main(["migrate", "--data-dir", str(copy), "--current"]) == 0
-    assert "at revision 0004 (the newest)" in capsys.readouterr().out
+    assert "at revision 0005 (the newest)" in capsys.readouterr().out
     assert schema.current(make_engine(f"sqlite:///{original / 'curvelab.db'}")) is None
 
     assert main(["migrate", "--sql"]) == 0
@@ -345,7 +345,7 @@ def test_processes_starting_together_take_turns(
         versions = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
         kept = connection.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
     engine.dispose()
-    assert versions == [("0004",)]
+    assert versions == [("0005",)]
     assert kept == (len(OLD_RUNS) if old else 0)
     assert _diff(url) == []
 
@@ -382,7 +382,7 @@ def test_an_installed_package_carries_its_migrations(tmp_path: Path) -> None:
         timeout=120,
         check=True,
     ).stdout.split()
-    assert found == [str(installed / "backend" / "__init__.py"), "0004"]
+    assert found == [str(installed / "backend" / "__init__.py"), "0005"]
 
 
 @pytest.mark.parametrize("image", ["backend", "worker"])
@@ -398,16 +398,16 @@ def test_a_database_a_newer_version_migrated_is_left_as_it_is(
     url = f"sqlite:///{tmp_path / 'curvelab.db'}"
     Database(url).dispose()
     engine = make_engine(url)
-    with engine.begin() as connection:  # as a later release's 0005 would leave it
+    with engine.begin() as connection:  # as a later release's 0006 would leave it
         connection.exec_driver_sql("ALTER TABLE runs ADD COLUMN later INTEGER")
-        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0005'")
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0006'")
     engine.dispose()
     database = Database(url)  # a worker of this release, restarted during the upgrade
     with database.session() as session:
         assert session.scalars(sa.select(Run)).all() == []
     database.dispose()
     assert main(["migrate", "--data-dir", str(tmp_path)]) == 0
-    assert "at revision 0005, newer than this version's 0004" in capsys.readouterr().out
+    assert "at revision 0006, newer than this version's 0005" in capsys.readouterr().out
 
 
 @BOTH_DATABASES
@@ -418,13 +418,13 @@ def test_a_migration_that_fails_midway_changes_nothing(
     Database(url).dispose()
     broken = tmp_path / "migrations"
     shutil.copytree(schema.MIGRATIONS_DIR, broken, ignore=shutil.ignore_patterns("__pycache__"))
-    (broken / "versions" / "0005_broken.py").write_text(
+    (broken / "versions" / "0006_broken.py").write_text(
         textwrap.dedent(
             """
             import sqlalchemy as sa
             from alembic import op
 
-            revision, down_revision, branch_labels, depends_on = "0005", "0004", None, None
+            revision, down_revision, branch_labels, depends_on = "0006", "0005", None, None
 
             def upgrade():
                 with op.batch_alter_table("runs") as batch:
@@ -443,7 +443,7 @@ def test_a_migration_that_fails_midway_changes_nothing(
         engine = make_engine(url)
         with pytest.raises(sa.exc.SQLAlchemyError):
             schema.upgrade(engine)
-        assert schema.current(engine) == "0004"
+        assert schema.current(engine) == "0005"
         assert "half_done" not in {c["name"] for c in sa.inspect(engine).get_columns("runs")}
         engine.dispose()
     finally:
