@@ -23,8 +23,8 @@ from redis.exceptions import RedisError
 from sqlalchemy import case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from backend import events
-from backend.db import BatchMetrics, Dataset, EpochMetrics, Run, utcnow
+from backend import events, run_summary
+from backend.db import BatchMetrics, Dataset, EpochMetrics, Run, RunTag, utcnow
 from backend.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,25 @@ def publish_quietly(
         return None
 
 
-def create_run(session: Session, dataset: Dataset, config: TrainConfig, name: str | None) -> Run:
+def create_run(
+    session: Session,
+    dataset: Dataset,
+    config: TrainConfig,
+    name: str | None,
+    *,
+    sweep_id: str | None = None,
+    trial_number: int | None = None,
+) -> Run:
+    """A queued run of ``dataset`` (committed); ``sweep_id`` and
+    ``trial_number``: the sweep and Optuna trial that made it."""
     run = Run(
         dataset_id=dataset.id,
         class_names=[c["name"] for c in dataset.classes],
         config=config.model_dump(mode="json"),
         name=name or "",
         queued_at=utcnow(),  # the reconciler's clock (worker/reconciler.py)
+        sweep_id=sweep_id,
+        trial_number=trial_number,
     )
     session.add(run)
     session.flush()
@@ -166,6 +178,7 @@ def record_epoch(
     session.execute(
         update(Run).where(Run.id == run_id, Run.status == "queued").values(status="running")
     )
+    run_summary.refresh(session, run_id)
     session.commit()
     return True
 
@@ -271,6 +284,8 @@ def rewind(
     session.execute(
         delete(BatchMetrics).where(BatchMetrics.run_id == run_id, BatchMetrics.epoch > epoch)
     )
+    # The best epoch may be one of those forgotten: the summary goes back with them.
+    run_summary.refresh(session, run_id)
     session.commit()
     publish_quietly(redis, run_id, events.status_event("running", resumed_at_epoch=epoch + 1))
     return True
@@ -337,6 +352,36 @@ def request_cancel(session: Session, redis: Redis | None, run: Run) -> Run:
     return run
 
 
+def edit(
+    session: Session,
+    run: Run,
+    *,
+    name: str | None = None,
+    tags: list[str] | None = None,
+    notes: str | None = None,
+) -> Run:
+    """Rename, tag or annotate a run of any source, in any status (no trainer
+    writes these columns); None leaves a field as it is. ``tags`` replace the
+    run's, duplicates dropped; ``notes`` "" clears them. ValueError for a
+    blank name. Committed; a concurrent change of the same run's tags or its
+    deletion raises the database's error (the caller answers it)."""
+    if name is not None:
+        if not name.strip():
+            raise ValueError("name: must not be blank")
+        run.name = name.strip()
+    if notes is not None:
+        run.notes = notes or None
+    if tags is not None:
+        wanted = list(dict.fromkeys(tags))
+        # The rows of tags it keeps stay as they are: no delete and insert of one key.
+        kept = [row for row in run.tag_rows if row.tag in wanted]
+        have = {row.tag for row in kept}
+        run.tag_rows = kept + [RunTag(tag=tag) for tag in wanted if tag not in have]
+    session.commit()
+    session.refresh(run)
+    return run
+
+
 def cancel_requested(redis: Redis, run_id: str) -> bool:
     try:
         return bool(redis.exists(events.cancel_key(run_id)))
@@ -360,6 +405,7 @@ def append_epochs(
         session.execute(
             update(Run).where(Run.id == run_id, Run.epochs_done < top).values(epochs_done=top)
         )
+        run_summary.refresh(session, run_id)
     session.commit()
     return stored
 

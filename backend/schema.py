@@ -173,11 +173,25 @@ def _adopt(connection: Connection) -> str | None:
 def _locked(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction that no other process migrates beside."""
     if engine.dialect.name == "sqlite":
-        with _file_lock(engine.url.database), engine.begin() as connection:
-            # pysqlite opens no transaction for DDL on its own: one of ours
-            # makes the whole upgrade commit or roll back as one.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
-            yield connection
+        with _file_lock(engine.url.database), engine.connect() as connection:
+            # Off for the migration (it cannot change inside a transaction), as
+            # SQLite's own procedure for altering a table says: batch mode
+            # copies a table and drops the old one, and with foreign keys on,
+            # dropping ``runs`` would cascade to every metric row.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+            try:
+                with connection.begin():
+                    # pysqlite opens no transaction for DDL on its own: one of
+                    # ours makes the whole upgrade commit or roll back as one.
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                    yield connection
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").first()
+                    if broken is not None:
+                        raise RuntimeError(f"the migration broke a foreign key: {tuple(broken)}")
+            finally:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
         return
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":

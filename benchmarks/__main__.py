@@ -26,6 +26,7 @@ from benchmarks import (
     latency,
     metrics_size,
     overhead,
+    runs_list,
 )
 from benchmarks.fixtures import Workspace, stored_dataset, workspace
 from benchmarks.report import Row, format_table, machine
@@ -39,6 +40,7 @@ NAMES = (
     "latency",
     "api",
     "metrics",
+    "runs_list",
     "gpu",
 )
 
@@ -78,6 +80,7 @@ def main() -> None:
             "metrics": lambda: metrics_size.measure(
                 space, metrics_size.SMALL_POINTS * 2 if quick else metrics_size.POINTS
             ),
+            "runs_list": lambda: runs_list.measure(space, 50 if quick else 100, 3 if quick else 5),
             "gpu": lambda: gpu_tiny(space),
         }
         for name in args.only:

@@ -1,5 +1,6 @@
 """What the benchmarks run against: a scratch data dir, SQLite, a private
-redis-server, the API under uvicorn, and character datasets.
+redis-server, the API under uvicorn, the UI under streamlit, and character
+datasets.
 
 All real parts, all on loopback, all removed afterwards. Nothing here imports
 TensorFlow: the benchmarks that train do so in child processes.
@@ -22,6 +23,7 @@ import httpx
 from redis import Redis
 
 from backend import runs
+from backend.cli import parts
 from backend.cli.supervisor import ChildSpec, spawn, stop_processes
 from backend.datasets.ingest import store_dataset
 from backend.db import Database, Dataset
@@ -130,6 +132,28 @@ def api_server(
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: httpx.get(url + ready_path, timeout=2).status_code == 200, 30, app)
+        yield Server(url, process.pid)
+    finally:
+        stop_processes([process], 10)
+
+
+@contextmanager
+def ui_server(space: Workspace, api_url: str) -> Iterator[Server]:
+    """The Streamlit UI on ``api_url``, in its own process, as `curvelab ui`
+    starts it (parts: the same argv and environment)."""
+    port = free_port()
+    argv = parts.ui_argv("127.0.0.1", port, max_upload_mb=space.settings.max_upload_mb)
+    log_path = space.root / f"streamlit-{port}.log"
+    process = spawn(
+        ChildSpec("ui", argv, env=parts.ui_env(os.environ, api_url=api_url), log_path=log_path)
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(
+            lambda: httpx.get(url + "/_stcore/health", timeout=2).status_code == 200,
+            60,
+            "streamlit",
+        )
         yield Server(url, process.pid)
     finally:
         stop_processes([process], 10)

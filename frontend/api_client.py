@@ -44,12 +44,25 @@ class ApiError(Exception):
     so a form can show each message next to the field it names."""
 
     def __init__(
-        self, status: int | None, detail: str, errors: list[dict[str, Any]] | None = None
+        self,
+        status: int | None,
+        detail: str,
+        errors: list[dict[str, Any]] | None = None,
+        body: Any = None,
     ) -> None:
         super().__init__(f"{status}: {detail}" if status is not None else detail)
         self.status = status
         self.detail = detail
         self.errors = errors or []
+        # The decoded error body, for answers that say more than a detail
+        # (a 409 on deleting a dataset lists its runs).
+        self.body = body
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        """The runs a conflict lists (``{"id", "name", "status"}``); else empty."""
+        found = self.body.get("runs") if isinstance(self.body, dict) else None
+        return [r for r in found or [] if isinstance(r, dict)]
 
     def field_errors(self) -> dict[str, str]:
         """``{"config.batch_size": "Input should be ..."}`` from a 422."""
@@ -158,7 +171,9 @@ class ApiClient:
             raise ApiUnreachable(self.base_url, str(exc) or exc.__class__.__name__) from exc
         if response.status_code >= 400 and response.status_code not in accept:
             self._refused(response)
-            raise ApiError(response.status_code, _detail(response), _errors(response))
+            raise ApiError(
+                response.status_code, _detail(response), _errors(response), _body(response)
+            )
         return response
 
     def _refused(self, response: httpx.Response) -> None:
@@ -172,8 +187,24 @@ class ApiClient:
     def list_datasets(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/api/datasets"))
 
-    def list_runs(self) -> list[dict[str, Any]]:
-        return list(self.request("GET", "/api/runs"))
+    def list_runs(self, **filters: Any) -> dict[str, Any]:
+        """One page of runs: ``{"items", "total", "next"}``. ``filters`` are the
+        API's query parameters (limit, offset, cursor, sort, status, tag, q, ...);
+        a list value repeats the parameter, None leaves it out."""
+        params = {k: v for k, v in filters.items() if v is not None and v != []}
+        return dict(self.request("GET", "/api/runs", params=params))
+
+    def patch_run(self, run_id: str, **changes: Any) -> dict[str, Any]:
+        """Rename, retag (the whole list) or annotate a run: ``name``, ``tags``, ``notes``."""
+        return dict(self.request("PATCH", f"/api/runs/{_id(run_id)}", json=changes))
+
+    def delete_run(self, run_id: str) -> None:
+        """Its rows, stream and files; a queued or running run is cancelled first."""
+        self.request("DELETE", f"/api/runs/{_id(run_id)}")
+
+    def delete_runs(self, ids: list[str]) -> dict[str, Any]:
+        """``{"deleted": [...], "missing": [...]}``."""
+        return dict(self.request("POST", "/api/runs/delete", json={"ids": ids}))
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/runs/{_id(run_id)}"))
@@ -195,8 +226,11 @@ class ApiClient:
     def get_dataset(self, dataset_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/datasets/{_id(dataset_id)}"))
 
-    def delete_dataset(self, dataset_id: str) -> None:
-        self.request("DELETE", f"/api/datasets/{_id(dataset_id)}")
+    def delete_dataset(self, dataset_id: str, delete_runs: bool = False) -> None:
+        """A dataset that has runs is kept (409, the error's ``runs`` lists
+        them) unless ``delete_runs``, which deletes them with it."""
+        params = {"delete_runs": "true"} if delete_runs else None
+        self.request("DELETE", f"/api/datasets/{_id(dataset_id)}", params=params)
 
     def dataset_samples(self, dataset_id: str, per_class: int = 4) -> list[dict[str, Any]]:
         return list(
@@ -217,20 +251,45 @@ class ApiClient:
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         return dict(self.request("POST", f"/api/runs/{_id(run_id)}/cancel"))
 
-    def run_metrics(self, run_id: str) -> dict[str, Any]:
+    def run_metrics(self, run_id: str, max_points: int | None = None) -> dict[str, Any]:
         """A live page polls this: the API answers 304 while nothing changed,
-        and the body kept from last time is read again."""
-        kept = self._metrics.get(run_id)
+        and the body kept from last time is read again. ``max_points`` bounds
+        the batch points (the API's default when None)."""
+        key = f"{run_id}@{max_points}"  # another bound is another body
+        kept = self._metrics.get(key)
         headers = {"If-None-Match": kept[0]} if kept else {}
-        response = self._send("GET", f"/api/runs/{_id(run_id)}/metrics", headers=headers)
+        params = {"max_points": max_points} if max_points else None
+        response = self._send(
+            "GET", f"/api/runs/{_id(run_id)}/metrics", headers=headers, params=params
+        )
         if response.status_code == 304 and kept:
-            self._metrics.put(run_id, *kept)
+            self._metrics.put(key, *kept)
             return dict(json.loads(kept[1]))  # new dicts each time: callers may change them
         body = dict(_json(response))
         etag = response.headers.get("etag")
         if etag:
-            self._metrics.put(run_id, etag, response.content)
+            self._metrics.put(key, etag, response.content)
         return body
+
+    def try_suggestions(self, run_id: str) -> dict[str, Any]:
+        """A sweep of the run's config and each suggested patch (and their
+        combination): the new sweep (SweepPublic)."""
+        return dict(self.request("POST", f"/api/runs/{_id(run_id)}/try-suggestions"))
+
+    # sweeps
+    def create_sweep(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``body`` as the API's SweepCreate: dataset_id, config, space, method, ..."""
+        return dict(self.request("POST", "/api/sweeps", json=body))
+
+    def list_sweeps(self) -> list[dict[str, Any]]:
+        return list(self.request("GET", "/api/sweeps"))
+
+    def get_sweep(self, sweep_id: str) -> dict[str, Any]:
+        """The sweep with its runs, best first."""
+        return dict(self.request("GET", f"/api/sweeps/{_id(sweep_id)}"))
+
+    def cancel_sweep(self, sweep_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", f"/api/sweeps/{_id(sweep_id)}/cancel"))
 
     def run_diagnosis(self, run_id: str) -> dict[str, Any]:
         """Findings (most severe first) and the per-epoch gap decomposition."""
@@ -345,6 +404,13 @@ def _json(response: httpx.Response) -> Any:
         return response.json()
     except ValueError as exc:
         raise ApiError(response.status_code, "the answer is not JSON") from exc
+
+
+def _body(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def _errors(response: httpx.Response) -> list[dict[str, Any]]:

@@ -32,6 +32,17 @@ RUN_COLORS = (
     "#e377c2",
     "#7f7f7f",
     "#bcbd22",
+    # Compare takes 20 runs: lighter and darker kin of the ten above.
+    "#aec7e8",
+    "#ff9896",
+    "#98df8a",
+    "#c5b0d5",
+    "#ffbb78",
+    "#9edae5",
+    "#c49c94",
+    "#f7b6d2",
+    "#393b79",
+    "#637939",
 )
 
 

@@ -39,6 +39,8 @@ from frontend.run_view import (
 ALERTS = {"critical": st.error, "warning": st.warning, "info": st.info}
 # Starts a run with a suggested patch and leaves the page; or says why it could not.
 StartFix = Callable[[dict[str, Any]], str | None]
+# Starts one sweep of every suggestion and leaves the page; or says why not.
+TryAll = Callable[[], str | None]
 
 # Streamlit's own table style pads every cell generously; the config column
 # must show twenty-odd fields in little height, so the table sets its own.
@@ -145,6 +147,11 @@ def status_panel(
         st.error(f"**The run failed:** {run.get('error') or 'no reason recorded'}")
     elif status == "cancelled":
         st.info(f"Cancelled after {done.done} epoch{'s' if done.done != 1 else ''}.")
+    elif status == "pruned":
+        st.warning(
+            f"**Pruned by its sweep** after {done.done} epoch{'s' if done.done != 1 else ''}: "
+            f"{run.get('error') or 'no reason recorded'}"
+        )
     elif status == "interrupted":
         st.info(
             f"Interrupted after {done.done} epoch{'s' if done.done != 1 else ''}: "
@@ -164,7 +171,12 @@ def status_panel(
     st.markdown(" · ".join(f for f in facts if f))
 
 
-def diagnosis_section(run: dict[str, Any], diagnosis: dict[str, Any], start_fix: StartFix) -> None:
+def diagnosis_section(
+    run: dict[str, Any],
+    diagnosis: dict[str, Any],
+    start_fix: StartFix,
+    try_all: TryAll | None = None,
+) -> None:
     """The findings, most severe first, each with its fix when a knob moves it;
     then the gap of each epoch in parts, when the run measured them."""
     if not diagnosis.get("epochs"):
@@ -176,6 +188,8 @@ def diagnosis_section(run: dict[str, Any], diagnosis: dict[str, Any], start_fix:
             st.markdown("Nothing stands out in these curves so far.")
         for finding in findings:
             _finding(run, finding, start_fix)
+        if try_all is not None and suggested(run, findings):
+            _try_all(run, try_all)
         decomposition = diagnosis.get("decomposition") or []
         if gap_chart.gap_rows(decomposition):
             st.plotly_chart(
@@ -183,6 +197,30 @@ def diagnosis_section(run: dict[str, Any], diagnosis: dict[str, Any], start_fix:
                 key=f"gap-{run['id']}",
                 config={"displaylogo": False},
             )
+
+
+def suggested(run: dict[str, Any], findings: Sequence[dict[str, Any]]) -> bool:
+    """Whether a sweep of the suggestions can be offered: a worker run (the
+    server can re-run it) with at least one suggestion that changes its config."""
+    if is_external(run) or not run.get("config"):
+        return False
+    return any(patch_changes(run["config"], f.get("suggestion") or {}) for f in findings)
+
+
+def _try_all(run: dict[str, Any], try_all: TryAll) -> None:
+    key = f"try-all-{run['id']}"
+    deleted = not run.get("dataset_id")
+    why = (
+        "This run's dataset was deleted: upload it again to start runs on it."
+        if deleted
+        else "One sweep: this config, each suggested change, and all of them together; "
+        "opens the sweep's page."
+    )
+    if st.button("Try every suggestion", key=key, disabled=deleted, help=why) and not deleted:
+        st.session_state[f"{key}-error"] = try_all()  # leaves the page on success
+    error = st.session_state.get(f"{key}-error")
+    if error:
+        st.error(f"Could not start the sweep: {error}")
 
 
 def _finding(run: dict[str, Any], finding: dict[str, Any], start_fix: StartFix) -> None:

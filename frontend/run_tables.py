@@ -19,7 +19,13 @@ from frontend.fit_summary_view import (
     shared_settings,
     source_text,
 )
-from frontend.run_view import comparable_config, differing_fields, format_value, planned_epochs
+from frontend.run_view import (
+    comparable_config,
+    differing_fields,
+    format_duration,
+    format_value,
+    planned_epochs,
+)
 
 Row = dict[str, Any]
 
@@ -44,15 +50,14 @@ def compared_settings(runs: Sequence[Row]) -> tuple[list[Row], list[str]]:
     return flats, _settings(shared) + only_workers
 
 
-def runs_rows(
-    runs: Sequence[Row], datasets: Mapping[str, str], bests: Mapping[str, Row]
-) -> tuple[list[Row], list[str]]:
-    """The Runs list's rows and the config fields among their columns."""
+def runs_rows(runs: Sequence[Row], datasets: Mapping[str, str]) -> tuple[list[Row], list[str]]:
+    """The Runs list's rows and the config fields among their columns. The
+    outcomes are the run rows' own summaries: no run's metrics are read."""
     flats, fields = compared_settings(runs)
     external = any(is_external(r) for r in runs)
+    tagged = any(r.get("tags") for r in runs)
     rows = []
     for run, flat in zip(runs, flats, strict=True):
-        top = bests.get(run["id"], {})
         # Outcomes first, so they stay in view when many settings differ.
         row: Row = {"run": run.get("name") or run["id"][:8]}
         if external:  # "worker", or "keras · <host>": once the list holds an external run
@@ -62,10 +67,13 @@ def runs_rows(
             "open": f"run?id={run['id']}",
             "status": run["status"],
             "epochs": epochs_text(run),
-            "best val_loss": top.get("val_loss"),
-            "best val_acc": top.get("val_accuracy"),
+            "best val_loss": run.get("best_val_loss"),
+            "best val_acc": run.get("best_val_accuracy"),
+            "duration": format_duration(run.get("duration_s")),
             "dataset": datasets.get(run.get("dataset_id") or "", run.get("dataset_id") or "—"),
         }
+        if tagged:
+            row["tags"] = ", ".join(run.get("tags") or [])
         row.update({f: format_value(f, flat.get(f)) for f in fields})
         row["created"] = str(run.get("created_at") or "")[5:16].replace("T", " ")
         rows.append(row)
@@ -73,10 +81,7 @@ def runs_rows(
 
 
 def compare_rows(
-    runs: Sequence[Row],
-    labels: Mapping[str, str],
-    datasets: Mapping[str, str],
-    bests: Mapping[str, Row],
+    runs: Sequence[Row], labels: Mapping[str, str], datasets: Mapping[str, str]
 ) -> list[Row]:
     """Rows of outcome and differing settings, one column per run label."""
 
@@ -84,14 +89,15 @@ def compare_rows(
         return {"": name, **{labels[r["id"]]: v for r, v in zip(runs, values, strict=True)}}
 
     def number(key: str, pattern: str) -> list[str]:
-        found = [bests.get(r["id"], {}).get(key) for r in runs]
+        found = [r.get(key) for r in runs]
         return ["—" if v is None else pattern.format(v) for v in found]
 
     rows = [
         row("status", [r["status"] for r in runs]),
         row("epochs", [epochs_text(r) for r in runs]),
-        row("best val_loss", number("val_loss", "{:.4f}")),
-        row("best val_accuracy", number("val_accuracy", "{:.1%}")),
+        row("best val_loss", number("best_val_loss", "{:.4f}")),
+        row("best val_accuracy", number("best_val_accuracy", "{:.1%}")),
+        row("duration", [format_duration(r.get("duration_s")) for r in runs]),
     ]
     names = [datasets.get(r.get("dataset_id") or "", r.get("dataset_id") or "—") for r in runs]
     if len(set(names)) > 1:

@@ -31,6 +31,8 @@ STATUS_MARKDOWN = {
     "cancelled": ":orange[:material/cancel: cancelled]",
     # An external run whose script was stopped (KeyboardInterrupt): final, like cancelled.
     "interrupted": ":orange[:material/stop_circle: interrupted]",
+    # Stopped by its sweep's pruner as hopeless: final; the reason is in ``error``.
+    "pruned": ":violet[:material/content_cut: pruned]",
 }
 # The form's groups (one home for the field list), most-tuned first, so
 # optimizer and learning rate are seen without scrolling.

@@ -2,7 +2,8 @@
 
 Run with ``curvelab ui`` (or ``curvelab up``); pages live in ``app_pages/``
 (not ``pages/``, which would switch on Streamlit's older auto-discovery).
-Deep links: ``/run?id=<run_id>`` and ``/compare?ids=a,b``; one opened before
+Deep links: ``/run?id=<run_id>``, ``/compare?ids=a,b``, ``/sweep?id=<sweep_id>``
+and the Runs page's filters (``/runs?status=succeeded&page=2``); one opened before
 signing in opens once signed in.
 """
 
@@ -23,6 +24,7 @@ pages = [
     st.Page(PAGES / "datasets.py", title="Datasets", url_path="datasets"),
     st.Page(PAGES / "run.py", title="Run", url_path="run"),
     st.Page(PAGES / "compare.py", title="Compare", url_path="compare"),
+    st.Page(PAGES / "sweep.py", title="Sweep", url_path="sweep"),
 ]
 client = get_client()
 # Every page needs the API: say plainly when it is not there, then stop.

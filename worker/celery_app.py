@@ -32,7 +32,7 @@ from backend.settings import Settings, get_settings
 from worker import memory_budget
 from worker.lease import LeaseTiming, owner_name
 from worker.reconciler import QueueReconciler
-from worker.sweeper import LeaseSweeper
+from worker.sweeper import LeaseSweeper, SweepAdvancer
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
         timing,
         max_deaths=settings.max_delivery_deaths,
         reconciler=QueueReconciler(database, redis, app, settings.queue_resend_s),
+        advancer=SweepAdvancer(database, settings, app),
     )
     _sweeper.start()
     log.info(

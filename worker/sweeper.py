@@ -15,7 +15,9 @@ then only its lease was lost, to a Redis flush) and counts in ``Run.deaths``
 (worker/deaths.py): a run that kills every worker that takes it (out of
 memory) ends, and the queue behind it moves on. The same thread drives the
 queue reconciler (worker/reconciler.py), which sends again the queued runs
-whose message is lost.
+whose message is lost, and the sweeps' safety net (``SweepAdvancer``): every
+running sweep advanced now and then, for the runs that ended where no
+worker's task did it (cancelled while queued, failed by this sweeper).
 
 An external run (``Run.source`` "keras": a user's own model.fit, recorded over
 REST) is running without a lease, always: the sweeper never looks at one.
@@ -35,9 +37,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from backend import events, runs
+from backend import events, runs, sweeps
 from backend.db import Database, Run
 from backend.queue import enqueue_training
+from backend.settings import Settings
 from worker import deaths
 from worker.lease import LeaseTiming
 from worker.reconciler import QueueReconciler
@@ -55,6 +58,7 @@ class LeaseSweeper:
         clock: Callable[[], float] = time.monotonic,
         max_deaths: int = 3,
         reconciler: QueueReconciler | None = None,
+        advancer: SweepAdvancer | None = None,
     ) -> None:
         self.db = db
         self.redis = redis
@@ -62,6 +66,7 @@ class LeaseSweeper:
         self.timing = timing
         self.max_deaths = max_deaths
         self.reconciler = reconciler
+        self.advancer = advancer
         # Runs failed by this sweeper as poison (their deliveries kept dying).
         self.given_up: list[str] = []
         self._clock = clock
@@ -179,5 +184,37 @@ class LeaseSweeper:
                 self.sweep()
                 if self.reconciler is not None:
                     self.reconciler.maybe_reconcile()
+                if self.advancer is not None:
+                    self.advancer.maybe_advance()
             except Exception as exc:  # the sweeper must outlive any surprise (SQL away, ...)
                 log.warning("lease sweep failed: %s", exc)
+
+
+class SweepAdvancer:
+    """Advances every running sweep at most every ``every_s`` (each advance
+    is idempotent, and serialised on the sweep's row: several workers doing
+    it at once is harmless)."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        celery: Celery,
+        every_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.celery = celery
+        self.every_s = every_s
+        self._clock = clock
+        self._next = 0.0
+
+    def maybe_advance(self) -> None:
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self.every_s
+        with self.db.session() as session:
+            for sweep_id in sweeps.running_sweep_ids(session):
+                sweeps.advance_quietly(session, self.settings, self.celery, sweep_id)

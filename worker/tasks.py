@@ -18,8 +18,9 @@ from typing import Any
 from celery.signals import worker_shutting_down
 from redis import Redis
 from redis.exceptions import RedisError
+from sqlalchemy import select
 
-from backend import runs
+from backend import events, runs, sweeps
 from backend.db import Database, Run
 from backend.queue import TRAIN_TASK, enqueue_training
 from backend.settings import Settings, get_settings
@@ -79,12 +80,23 @@ def train(run_id: str) -> str:
                 )
             else:
                 log.info("run %s: worker shutting down; queued again to resume", run_id)
+        elif status in events.FINAL_STATUSES:
+            _advance_sweep(settings, db, run_id)
         return status
     except Exception:
         # run_training records training failures itself; this is for what
         # comes before (a malformed id, SQL unreachable). Acked, not retried.
         log.exception("train(%r) could not run", run_id)
         return "error"
+
+
+def _advance_sweep(settings: Settings, db: Database, run_id: str) -> None:
+    """A sweep's run ended: its slot goes to the sweep's next trial now, not
+    at the next sweeper pass. Failures are logged (backend.sweeps)."""
+    with db.session() as session:
+        sweep_id = session.scalar(select(Run.sweep_id).where(Run.id == run_id))
+        if sweep_id is not None:
+            sweeps.advance_quietly(session, settings, app, sweep_id)
 
 
 def _acquire(lease: RunLease, db: Database) -> bool:

@@ -31,6 +31,7 @@ from backend.api.routes import (
     predict,
     presets,
     runs,
+    sweeps,
 )
 from backend.api.stream_hub import StreamHub
 from backend.api.token_gate import TokenGate
@@ -84,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "If-None-Match"],
             # A page on another origin revalidates GET /metrics with it.
             expose_headers=["ETag"],
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(presets.router, prefix="/api", dependencies=protected)
     app.include_router(datasets.router, prefix="/api", dependencies=protected)
     app.include_router(runs.router, prefix="/api", dependencies=protected)
+    app.include_router(sweeps.router, prefix="/api", dependencies=protected)
     app.include_router(external.router, prefix="/api", dependencies=protected)
     app.include_router(diagnosis.router, prefix="/api", dependencies=protected)
     app.include_router(evaluation.router, prefix="/api", dependencies=protected)

@@ -35,8 +35,11 @@ CHUNK_ROWS = 10_000
 
 
 def etag(run: Run, max_points: int = DEFAULT_MAX_POINTS) -> str:
-    # Run ids are unique for good (uuid4), versions only go up.
-    return f'"{BODY_FORMAT}.{run.id}.{run.metrics_version}.{max_points}"'
+    # Versions only go up, but an external run's id is its client's: deleted,
+    # then sent again, it starts over at version 0. Its creation time tells
+    # the two apart, for this cache and for a client's If-None-Match alike.
+    made = int(run.created_at.timestamp() * 1_000_000) if run.created_at else 0
+    return f'"{BODY_FORMAT}.{run.id}.{made}.{run.metrics_version}.{max_points}"'
 
 
 def epoch_rows(session: Session, run_id: str) -> list[dict[str, Any]]:

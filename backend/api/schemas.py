@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -185,6 +186,16 @@ Tag = Annotated[
 ]
 
 
+def _no_nul(value: str) -> str:
+    # Notes are lines of any text; a NUL is the one character PostgreSQL cannot store.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+Notes = Annotated[str, AfterValidator(_no_nul)]
+
+
 class RunPatch(BaseModel):
     """What PATCH /api/runs/{id} changes; a field left out stays as it is."""
 
@@ -194,7 +205,7 @@ class RunPatch(BaseModel):
     tags: list[Tag] | None = Field(
         default=None, max_length=50, description="Replaces the run's tags (no commas)."
     )
-    notes: str | None = Field(default=None, max_length=20_000)
+    notes: Notes | None = Field(default=None, max_length=20_000)
 
 
 class RunsDelete(BaseModel):

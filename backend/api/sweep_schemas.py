@@ -4,9 +4,9 @@ the shapes that scripts rely on. What they mean is backend/sweeps.py's."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from backend.api.schemas import RunStatus
 from backend.plain_text import PlainText
@@ -40,7 +40,16 @@ class Range(BaseModel):
         return self
 
 
-Knob = list[Any] | Range
+def _knob_kind(value: Any) -> str:
+    return "list" if isinstance(value, list) else "range"
+
+
+# Told apart by shape, so that a bad range's 422 names only the range's problem
+# (a plain union would add "Input should be a valid list" to it).
+Knob = Annotated[
+    Annotated[list[Any], Tag("list")] | Annotated[Range, Tag("range")],
+    Discriminator(_knob_kind),
+]
 
 
 class Variant(BaseModel):

@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     _api_port_option(up)
     _ui_port_option(up)
     up.add_argument("--no-ui", action="store_true", help="start no UI (API and worker only)")
+    up.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="training workers to start: each trains one run at a time, so a sweep "
+        "runs this many at once (default: %(default)s)",
+    )
 
     api = commands.add_parser("api", help="run the API in the foreground (uvicorn)")
     _data_options(api)
@@ -117,6 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
         "`curvelab sync --help` says more",
     )
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"{value} is not between 1 and 64")
+    return value
 
 
 def _data_options(parser: argparse.ArgumentParser) -> None:
@@ -304,6 +321,7 @@ def _up(args: argparse.Namespace, settings: Settings) -> int:
             ui_port=args.ui_port,
             redis_url=args.redis_url,
             no_ui=args.no_ui,
+            workers=args.workers,
             api_token=settings.api_token,
             max_upload_mb=settings.max_upload_mb,
         )

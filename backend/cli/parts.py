@@ -82,9 +82,12 @@ def api_argv(host: str, port: int) -> list[str]:
     ]
 
 
-def worker_argv() -> list[str]:
+def worker_argv(node: str | None = None) -> list[str]:
+    """``node``: the Celery node name (``worker2@%h``): several workers on one
+    host need distinct ones (their heartbeats are keyed by it)."""
     # solo pool, one task at a time: TensorFlow is never forked after import
     # (tensorflow#57877), and a worker holds one GPU's memory for one run.
+    named = [f"--hostname={node}"] if node else []
     return [
         sys.executable,
         "-m",
@@ -95,8 +98,15 @@ def worker_argv() -> list[str]:
         "--pool=solo",
         "--concurrency=1",
         f"--queues={QUEUE}",
+        *named,
         "--loglevel=INFO",
     ]
+
+
+def worker_names(count: int) -> list[str]:
+    """The supervisor's names of ``count`` training workers, which are their
+    log files' names too: worker (worker.log), worker2, worker3, ..."""
+    return ["worker" if i == 1 else f"worker{i}" for i in range(1, count + 1)]
 
 
 def streamlit_app_path() -> Path:

@@ -38,6 +38,7 @@ class UpOptions:
     redis_url: str
     no_ui: bool
     api_token: str | None
+    workers: int = 1  # training workers; a sweep trains this many runs at once
     # The API's upload cap, which the UI's file picker follows.
     max_upload_mb: int = Settings.model_fields["max_upload_mb"].default
 
@@ -100,10 +101,13 @@ def run_up(opts: UpOptions) -> int:
             say(str(exc))
             return 1
         _report_redis(redis, opts.redis_url)
-        supervisor.on_exit = record_worker_exits(redis.url)
+        names = parts.worker_names(opts.workers)
+        supervisor.on_exit = record_worker_exits(redis.url, tuple(names))
         api_url = parts.http_url(opts.host, opts.api_port)
         env = parts.child_env(data_dir=opts.data_dir, redis_url=redis.url, api_url=api_url)
-        supervisor.start(ChildSpec("worker", parts.worker_argv(), env, logs / "worker.log"))
+        for name in names:
+            node = f"{name}@%h" if opts.workers > 1 else None
+            supervisor.start(ChildSpec(name, parts.worker_argv(node), env, logs / f"{name}.log"))
         supervisor.start(ChildSpec("predictor", predict_worker_argv(), env, logs / "predictor.log"))
         supervisor.start(
             ChildSpec("api", parts.api_argv(opts.host, opts.api_port), env, logs / "api.log")
@@ -216,7 +220,8 @@ def _announce(opts: UpOptions, api_url: str, redis: RedisHandle, logs: Path) -> 
     lines += [
         f"  Redis  {masked(redis.url)}" + ("  (started here)" if redis.own else ""),
         f"  data   {opts.data_dir}",
-        f"  logs   {logs}/{{api,worker,predictor{'' if opts.no_ui else ',ui'}"
+        f"  logs   {logs}/{{api,{','.join(parts.worker_names(opts.workers))},predictor"
+        f"{'' if opts.no_ui else ',ui'}"
         f"{',redis' if redis.own else ''}}}.log",
         "Press Ctrl-C to stop everything.",
     ]

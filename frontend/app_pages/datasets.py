@@ -1,5 +1,6 @@
 """Datasets: upload a ZIP of class folders, see what the server found in it
-(class counts, sample thumbnails, warnings), start a run on it, delete it.
+(class counts, sample thumbnails, warnings), start a run on it, delete it
+(with its runs, once the page has listed them and the user agreed).
 
 Deep link: ``/datasets?id=<dataset_id>`` opens that dataset's summary.
 """
@@ -24,6 +25,8 @@ from frontend.datasets_view import (
 NEW_RUN_PAGE = "app_pages/new_run.py"
 # Session-state keys of this page.
 SELECTED, CONFIRM, UPLOADER, FLASH = "ds.selected", "ds.confirm", "ds.uploader", "ds.flash"
+# (dataset id, its runs) once the API said it has runs (409).
+IN_USE = "ds.in_use"
 
 
 @st.cache_data(ttl=600, show_spinner=False)
@@ -113,26 +116,55 @@ def _details(client: ApiClient, dataset: dict[str, Any]) -> None:
 
 
 def _confirm_delete(client: ApiClient, dataset: dict[str, Any]) -> None:
+    """Asked first; a dataset that has runs is kept (the API answers 409 with
+    them) until the user asks to delete them with it."""
+    in_use = st.session_state.get(IN_USE)
+    runs, total = in_use[1:] if in_use and in_use[0] == dataset["id"] else (None, 0)
     with st.container(border=True):
-        st.markdown(
-            f"Delete **{dataset['name']}** and its images? "
-            "Finished runs keep their curves and models."
-        )
-        yes, no, _ = st.columns([1, 1, 4])
+        if runs is None:
+            st.markdown(f"Delete **{dataset['name']}** and its images?")
+        else:
+            _runs_in_the_way(dataset, runs, total)
+        yes, no, _ = st.columns([2, 1, 3])
         if no.button("Keep it", key="ds.keep"):
             st.session_state.pop(CONFIRM, None)
+            st.session_state.pop(IN_USE, None)
             st.rerun()
-        if yes.button("Delete", type="primary", key="ds.delete-confirm"):
+        label = "Delete" if runs is None else f"Delete the dataset and its {_count(total)}"
+        if yes.button(label, type="primary", key="ds.delete-confirm"):
             try:
-                client.delete_dataset(dataset["id"])
+                client.delete_dataset(dataset["id"], delete_runs=runs is not None)
             except ApiError as exc:
-                st.error(f"Not deleted: {exc.detail}")  # e.g. 409, runs still active
+                if exc.status == 409 and exc.runs:
+                    # The body lists the newest runs; a total, when the API sends one.
+                    body = exc.body if isinstance(exc.body, dict) else {}
+                    total = int(body.get("total") or len(exc.runs))
+                    st.session_state[IN_USE] = (dataset["id"], exc.runs, total)
+                    st.rerun()  # ask again, now with the runs it would take
+                st.error(f"Not deleted: {exc.detail}")
                 return
             st.session_state.pop(CONFIRM, None)
+            st.session_state.pop(IN_USE, None)
             st.session_state.pop(SELECTED, None)
             st.query_params.pop("id", None)
-            st.session_state[FLASH] = f"Deleted “{dataset['name']}”."
+            gone = f" and its {_count(total)}" if runs else ""
+            st.session_state[FLASH] = f"Deleted “{dataset['name']}”{gone}."
             st.rerun()
+
+
+def _runs_in_the_way(dataset: dict[str, Any], runs: list[dict[str, Any]], total: int) -> None:
+    st.markdown(
+        f"**{dataset['name']}** has {_count(total)}: deleting it deletes them too "
+        "(their curves, models and files; a queued or running one is cancelled first)."
+    )
+    shown = [{"run": r.get("name") or r["id"], "status": r.get("status")} for r in runs]
+    st.dataframe(shown, hide_index=True, height=min(38 + 35 * len(shown), 300))
+    if total > len(runs):
+        st.caption(f"The newest {len(runs)} of them.")
+
+
+def _count(runs: int) -> str:
+    return f"{runs} run{'s' if runs != 1 else ''}"
 
 
 main()

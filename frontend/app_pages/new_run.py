@@ -26,6 +26,7 @@ from frontend.config_form import (
 from frontend.config_widgets import draw_group
 
 DEFAULT_PRESET = "seed-cnn"
+CLONE_CHOICES = 50
 RUN_PAGE = "app_pages/run.py"
 DATASETS_PAGE = "app_pages/datasets.py"
 # Session-state keys of this page (cfg.* hold the form's widgets).
@@ -44,8 +45,7 @@ def main() -> None:
     client = get_client()
     try:
         datasets = {d["id"]: d for d in client.list_datasets()}
-        # Only a worker's run has a config to clone; an external one's is in its script.
-        runs = {r["id"]: r for r in client.list_runs() if r.get("config")}
+        runs = clone_choices(client, st.query_params.get("clone"))
         presets = {p["name"]: p for p in _presets(client, client.cache_key)}
     except ApiError as exc:
         st.error(f"Could not read from the API: {exc.detail}")
@@ -76,6 +76,24 @@ def main() -> None:
                 draw_group(fields, errors)
     if submitted:
         _submit(client)
+
+
+def clone_choices(client: ApiClient, wanted: str | None) -> dict[str, Any]:
+    """Runs to clone: the latest worker runs, and the one the URL names (never
+    every run). Only a worker's run has a config to clone; an external one's is
+    in its script."""
+    latest = client.list_runs(limit=CLONE_CHOICES, source="worker").get("items") or []
+    runs = {r["id"]: r for r in latest if r.get("config")}
+    if wanted and wanted not in runs:
+        try:
+            run = client.get_run(wanted)
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+        else:
+            if run.get("config"):
+                runs = {wanted: run, **runs}
+    return runs
 
 
 def _choose_defaults(

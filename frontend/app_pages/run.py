@@ -1,6 +1,7 @@
 """Run page, deep-linked as ``/run?id=<run_id>``: the configuration in a narrow
 column beside the live curves, progress, the diagnosis, and what can be done
-with the run; once it has trained, what the model learned (evaluation_panel).
+with the run (edit its name, tags and notes, delete it: run_edit; open its
+sweep); once it has trained, what the model learned (evaluation_panel).
 An external run (the user's own ``model.fit``) shows its fit settings and model
 where a worker run shows its config, and each finding's fix as the code to change
 in the script: the server cannot clone, re-run or evaluate it.
@@ -24,6 +25,8 @@ from frontend.api_client import ApiClient, ApiError, get_client
 from frontend.evaluation_panel import evaluation_section
 from frontend.fit_summary_view import is_external
 from frontend.run_data import POLL_S, dataset_names
+from frontend.run_edit import delete_button, edit_form
+from frontend.run_edit import notice as edit_notice
 from frontend.run_panels import (
     config_table,
     diagnosis_section,
@@ -41,6 +44,8 @@ from frontend.run_view import (
 )
 
 PAGES = Path(__file__).parent
+# The pickers offer the latest runs, never all of them.
+PICK_FROM = 50
 
 
 def pick_run(client: ApiClient) -> str | None:
@@ -48,7 +53,7 @@ def pick_run(client: ApiClient) -> str | None:
     run_id = st.query_params.get("id")
     if run_id:
         return run_id
-    runs = client.list_runs()
+    runs = client.list_runs(limit=PICK_FROM).get("items") or []
     if not runs:
         st.info(
             "No run yet. Upload a dataset under **Datasets**, then start one under **New run**."
@@ -114,7 +119,8 @@ def actions(client: ApiClient, run: dict[str, Any]) -> None:
     ):
         st.switch_page(PAGES / "new_run.py", query_params={"clone": run_id})
     with row.popover("Compare with…"):
-        others = [r for r in client.list_runs() if r["id"] != run_id]
+        latest = client.list_runs(limit=PICK_FROM).get("items") or []
+        others = [r for r in latest if r["id"] != run_id]
         labels = run_labels(others)
         picked = st.multiselect(
             "Other runs",
@@ -125,6 +131,10 @@ def actions(client: ApiClient, run: dict[str, Any]) -> None:
         )
         if st.button("Compare", disabled=not picked, type="primary"):
             st.switch_page(PAGES / "compare.py", query_params={"ids": ",".join([run_id, *picked])})
+    if run.get("sweep_id") and row.button("Its sweep", key="open-sweep"):
+        st.switch_page(PAGES / "sweep.py", query_params={"id": run["sweep_id"]})
+    edit_form(client, run, row)
+    delete_button(client, run, row)
 
 
 def _csv(client: ApiClient, run_id: str) -> str:
@@ -140,6 +150,17 @@ def start_fix(client: ApiClient, run: dict[str, Any], suggestion: dict[str, Any]
     except ApiError as exc:
         return exc.detail
     st.switch_page(PAGES / "compare.py", query_params={"ids": f"{run['id']},{new['id']}"})
+    return None
+
+
+def try_every_suggestion(client: ApiClient, run: dict[str, Any]) -> str | None:
+    """One sweep of the run's config, each suggested patch and their
+    combination, then its page; what the API said when it refused."""
+    try:
+        sweep = client.try_suggestions(run["id"])
+    except ApiError as exc:
+        return exc.detail
+    st.switch_page(PAGES / "sweep.py", query_params={"id": sweep["id"]})
     return None
 
 
@@ -163,7 +184,12 @@ def live(client: ApiClient, run_id: str, seen_status: str) -> None:
         except ApiError as exc:  # the curves are still worth showing
             st.caption(f"No diagnosis: {exc.detail}")
             return
-        diagnosis_section(run, diagnosis, partial(start_fix, client, run))
+        diagnosis_section(
+            run,
+            diagnosis,
+            partial(start_fix, client, run),
+            partial(try_every_suggestion, client, run),
+        )
 
     panel()
 
@@ -222,6 +248,16 @@ def curves(run_id: str, metrics: dict[str, Any]) -> None:
     )
 
 
+def labels(run: dict[str, Any]) -> None:
+    """Its tags and notes, under its name, when it has any."""
+    if run.get("tags"):
+        # Brackets would end a badge early; tags hold no newline or comma.
+        shown = (t.replace("[", "(").replace("]", ")") for t in run["tags"])
+        st.markdown(" ".join(f":blue-badge[{tag}]" for tag in shown))
+    if run.get("notes"):
+        st.caption(run["notes"])
+
+
 def main() -> None:
     client = get_client()
     run_id = pick_run(client)
@@ -235,7 +271,9 @@ def main() -> None:
     notice = st.session_state.pop("run_notice", None)
     if notice:
         st.error(notice[1])
+    edit_notice()
     st.subheader(run["name"], anchor=False)
+    labels(run)
     config_column, curves_column = st.columns([1, 3], gap="medium")
     external = is_external(run)
     with config_column:

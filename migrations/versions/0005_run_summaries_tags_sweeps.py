@@ -10,6 +10,10 @@
 The summaries of the runs made before are filled from their epoch rows, by
 the same rule the app keeps them with (backend.run_summary.summarise).
 
+Only what is missing is made, as 0002-0004 do: a database that create_all
+made and that lost its alembic_version is stamped at an older revision
+(backend.schema) yet has these tables, columns and indexes.
+
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-04
@@ -46,7 +50,49 @@ def _columns() -> list[sa.Column]:
     ]
 
 
+def _present() -> tuple[set[str], set[str], set[str], bool]:
+    """Tables, runs' columns, runs' indexes, and whether runs.sweep_id has its key."""
+    if context.is_offline_mode():
+        return set(), set(), set(), False
+    inspector = sa.inspect(op.get_bind())
+    keyed = any(
+        key["constrained_columns"] == ["sweep_id"] for key in inspector.get_foreign_keys("runs")
+    )
+    return (
+        set(inspector.get_table_names()),
+        {c["name"] for c in inspector.get_columns("runs")},
+        {i["name"] for i in inspector.get_indexes("runs")},
+        keyed,
+    )
+
+
 def upgrade() -> None:
+    tables, present, indexes, keyed = _present()
+    if "sweeps" not in tables:
+        _create_sweeps()
+    if "run_tags" not in tables:
+        _create_run_tags()
+    # Batch mode: SQLite copies the table to add a foreign key, with its
+    # foreign keys off (backend.schema), so the old table's drop cascades nowhere.
+    # Offline (`curvelab migrate --sql`) SQLite has no table to copy: the SQL
+    # shown adds the columns and indexes, without the foreign key.
+    offline_sqlite = context.is_offline_mode() and op.get_context().dialect.name == "sqlite"
+    with op.batch_alter_table("runs", recreate="never" if offline_sqlite else "auto") as batch:
+        for column in _columns():
+            if column.name not in present:
+                batch.add_column(column)
+        if not keyed and not offline_sqlite:
+            batch.create_foreign_key(
+                "fk_runs_sweep_id_sweeps", "sweeps", ["sweep_id"], ["id"], ondelete="SET NULL"
+            )
+        for name in _INDEXED:
+            if f"ix_runs_{name}" not in indexes:
+                batch.create_index(f"ix_runs_{name}", [name])
+    if not context.is_offline_mode():
+        _fill_summaries()
+
+
+def _create_sweeps() -> None:
     op.create_table(
         "sweeps",
         sa.Column("id", sa.String(32), primary_key=True),
@@ -75,6 +121,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_sweeps_dataset_id", "sweeps", ["dataset_id"])
     op.create_index("ix_sweeps_status", "sweeps", ["status"])
+
+
+def _create_run_tags() -> None:
     op.create_table(
         "run_tags",
         sa.Column(
@@ -86,22 +135,6 @@ def upgrade() -> None:
         sa.Column("tag", sa.String(64), primary_key=True),
     )
     op.create_index("ix_run_tags_tag", "run_tags", ["tag"])
-    present = (
-        set()
-        if context.is_offline_mode()
-        else {c["name"] for c in sa.inspect(op.get_bind()).get_columns("runs")}
-    )
-    with op.batch_alter_table("runs") as batch:
-        for column in _columns():
-            if column.name not in present:
-                batch.add_column(column)
-        batch.create_foreign_key(
-            "fk_runs_sweep_id_sweeps", "sweeps", ["sweep_id"], ["id"], ondelete="SET NULL"
-        )
-        for name in _INDEXED:
-            batch.create_index(f"ix_runs_{name}", [name])
-    if not context.is_offline_mode():
-        _fill_summaries()
 
 
 def _fill_summaries() -> None:

@@ -239,7 +239,7 @@ def test_the_cli_sends_the_token(
     monkeypatch.delenv("CURVELAB_API_TOKEN")
     assert main(argv) == 1
     assert "401" in capsys.readouterr().err
-    runs = httpx.get(f"{live_api}/api/runs", headers=BEARER).json()
+    runs = httpx.get(f"{live_api}/api/runs", headers=BEARER).json()["items"]
     assert len(runs) == 1
 
 

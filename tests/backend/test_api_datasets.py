@@ -130,7 +130,9 @@ def test_upload_over_the_cap_is_refused_while_streaming(settings: Settings, tmp_
     assert leftovers(small) == []
 
 
-def test_a_dataset_with_an_active_run_cannot_be_deleted(api: TestClient, tmp_path: Path) -> None:
+def test_a_dataset_with_runs_is_deleted_only_with_them(
+    api: TestClient, settings: Settings, tmp_path: Path
+) -> None:
     archive = write_character_zip(tmp_path / "d.zip", num_classes=2, per_class=4)
     dataset_id = upload(api, archive).json()["id"]
     run = api.post(
@@ -138,10 +140,17 @@ def test_a_dataset_with_an_active_run_cannot_be_deleted(api: TestClient, tmp_pat
         json={"dataset_id": dataset_id, "config": {"image_size": [16, 16], "filters": [4]}},
     )
     assert run.status_code == 201
+    run_id = run.json()["id"]
+    api.post(f"/api/runs/{run_id}/cancel")  # finished: it still holds the dataset
     reply = api.delete(f"/api/datasets/{dataset_id}")
     assert reply.status_code == 409
-    assert reply.json()["detail"] == "dataset has 1 queued or running run(s); cancel them first"
-    api.post(f"/api/runs/{run.json()['id']}/cancel")
-    assert api.delete(f"/api/datasets/{dataset_id}").status_code == 204
-    # The run keeps its record, now without a dataset.
-    assert api.get(f"/api/runs/{run.json()['id']}").json()["dataset_id"] is None
+    assert reply.json() == {
+        "detail": f"dataset has 1 run(s); delete them first, or send "
+        f"DELETE /api/datasets/{dataset_id}?delete_runs=true to delete them with it",
+        "runs": [{"id": run_id, "name": run.json()["name"], "status": "cancelled"}],
+    }
+    assert api.get(f"/api/datasets/{dataset_id}").status_code == 200
+    assert api.delete(f"/api/datasets/{dataset_id}?delete_runs=true").status_code == 204
+    assert api.get(f"/api/datasets/{dataset_id}").status_code == 404
+    assert api.get(f"/api/runs/{run_id}").status_code == 404
+    assert leftovers(settings) == []

@@ -56,7 +56,7 @@ def test_create_run_queues_a_task_named_by_the_run(
     message = json.loads(redis_client.lindex(QUEUE, 0))
     assert message["headers"]["id"] == run["id"]
     assert api.get(f"/api/runs/{run['id']}").json()["id"] == run["id"]
-    assert [r["id"] for r in api.get("/api/runs").json()] == [run["id"]]
+    assert [r["id"] for r in api.get("/api/runs").json()["items"]] == [run["id"]]
 
 
 def test_config_that_cannot_work_is_a_422_naming_the_field(

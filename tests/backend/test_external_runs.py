@@ -78,8 +78,9 @@ def test_a_run_is_created_appended_streamed_and_finished(api: TestClient) -> Non
     assert run["name"] == "convnet Adam lr=0.001 bs=32" and run["started_at"]
     again = create(api, run_id, name="another name")  # a re-sent create: the same run
     assert again.status_code == 200 and again.json()["name"] == run["name"]
-    assert [r["id"] for r in api.get("/api/runs", params={"source": "keras"}).json()] == [run_id]
-    assert api.get("/api/runs", params={"source": "worker"}).json() == []
+    keras = api.get("/api/runs", params={"source": "keras"}).json()["items"]
+    assert [r["id"] for r in keras] == [run_id]
+    assert api.get("/api/runs", params={"source": "worker"}).json()["items"] == []
 
     sent = api.post(f"/api/runs/{run_id}/epochs", json={"epochs": [epoch(1, 2.0), epoch(2, 1.5)]})
     assert sent.json() == {"stored": 2, "duplicates": 0, "epochs_done": 2}
@@ -145,7 +146,7 @@ def test_an_interrupted_run_is_final_everywhere(api: TestClient) -> None:
     )
     assert reply.status_code == 200, reply.text
     assert (reply.json()["status"], reply.json()["error"]) == ("interrupted", "KeyboardInterrupt: ")
-    listed = api.get("/api/runs", params={"status": "interrupted"}).json()
+    listed = api.get("/api/runs", params={"status": "interrupted"}).json()["items"]
     assert [r["id"] for r in listed] == [run_id]
     assert api.get(f"/api/runs/{run_id}/diagnosis").json()["status"] == "interrupted"
     # The stream ends on it, as on any final status.

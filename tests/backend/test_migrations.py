@@ -165,10 +165,14 @@ def test_an_old_database_file_is_migrated_at_start_and_every_run_reads(
     with TestClient(create_app(settings)) as api:
         listed = api.get("/api/runs")
         assert listed.status_code == 200, listed.text
-        by_id = {run["id"]: run for run in listed.json()}
+        by_id = {run["id"]: run for run in listed.json()["items"]}
         assert set(by_id) == set(OLD_RUNS)
 
         legacy = by_id[LEGACY]
+        # Migration 0005 filled its summary from the epochs it had.
+        losses = [row["val_loss"] for row in LAGGING[:4]]
+        assert legacy["best_val_loss"] == min(losses)
+        assert legacy["best_val_loss_epoch"] == 1 + losses.index(min(losses))
         # Made before external runs existed: a worker's, on every database.
         assert {run["source"] for run in by_id.values()} == {"worker"}
         assert legacy["config"]["filters"] == [8, 16] and legacy["config"]["gap_probes"] is True
@@ -194,11 +198,11 @@ def test_an_old_database_file_is_migrated_at_start_and_every_run_reads(
         # What the Compare page and the Runs list show: the unknown fields too.
         shown = [by_id[LEGACY], renamed]
         labels = {run["id"]: run["name"] for run in shown}
-        table = {row[""]: row for row in compare_rows(shown, labels, {}, {})}
+        table = {row[""]: row for row in compare_rows(shown, labels, {})}
         assert table["legacy_knob (not used)"]["legacy knob"] == "3"
         assert table["legacy_knob (not used)"]["renamed"] == "—"
         assert table["augment.shear (not used)"]["renamed"] == "0.2"
-        _, fields = runs_rows(shown, {}, {})
+        _, fields = runs_rows(shown, {})
         assert "lr (not used)" in fields
 
     # Nothing was dropped from SQL: the stored configs are as they were.

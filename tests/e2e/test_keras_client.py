@@ -130,7 +130,7 @@ def _start_script(tmp_path: Path, api_url: str, log: Path) -> tuple[subprocess.P
 
 
 def _the_run(client: httpx.Client) -> dict[str, Any] | None:
-    runs = client.get("/api/runs").json()
+    runs = client.get("/api/runs").json()["items"]
     external = [run for run in runs if run.get("source") == "keras"]
     return external[0] if external else None
 

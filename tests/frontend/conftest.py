@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +17,12 @@ import pytest
 import uvicorn
 from streamlit.testing.v1 import AppTest
 
-from backend import events, runs
+from backend import events, run_summary, runs
 from backend.api.main import create_app
-from backend.db import Database, Run
+from backend.db import Database, EpochMetrics, Run, RunTag, Sweep
 from backend.settings import Settings
 from backend.synthetic import write_character_zip
+from backend.train_config import TrainConfig
 from frontend.api_client import shared_client
 from tests.conftest import free_port, wait_for
 
@@ -119,6 +120,59 @@ class LiveApi:
                 runs.record_epoch(session, run_id, epoch, values, batches)
             if final:
                 runs.finish(session, None, run_id, final)
+
+    def add_run(
+        self,
+        dataset_id: str | None,
+        name: str,
+        config: dict[str, Any] | None = None,
+        *,
+        val_losses: Sequence[float] = (),
+        tags: Sequence[str] = (),
+        **columns: Any,
+    ) -> str:
+        """A run made directly in SQL (no queue, no worker: a list of thousands
+        is quick to make), with an epoch row per ``val_losses`` (val_accuracy
+        1 − val_loss/3, 2 s each) and its summary as the API keeps it;
+        ``columns`` set any other Run column (status, created_at, sweep_id...)."""
+        with self.database.session() as session:
+            run = Run(
+                name=name,
+                dataset_id=dataset_id,
+                config=TrainConfig.model_validate(config or {}).model_dump(mode="json"),
+                status=columns.pop("status", "succeeded"),
+                epochs_done=len(val_losses),
+                tag_rows=[RunTag(tag=tag) for tag in tags],
+                **columns,
+            )
+            session.add(run)
+            session.flush()
+            for epoch, loss in enumerate(val_losses, start=1):
+                values = {"loss": loss * 0.8, "val_loss": loss, "seconds": 2.0}
+                values |= {"accuracy": 1 - loss / 4, "val_accuracy": 1 - loss / 3}
+                session.add(EpochMetrics(run_id=run.id, epoch=epoch, values=values))
+            session.flush()
+            run_summary.refresh(session, run.id)
+            session.commit()
+            return run.id
+
+    def add_sweep(self, dataset_id: str | None, space: dict[str, Any], **columns: Any) -> str:
+        """A sweep row made directly in SQL (no study behind it: nothing runs)."""
+        fields: dict[str, Any] = {
+            "name": "a sweep",
+            "method": "grid",
+            "max_runs": 4,
+            "parallel": 2,
+            "metric": "val_loss",
+            "direction": "minimize",
+            "status": "running",
+            "config": TrainConfig().model_dump(mode="json"),
+        }
+        with self.database.session() as session:
+            sweep = Sweep(dataset_id=dataset_id, space=space, **(fields | columns))
+            session.add(sweep)
+            session.commit()
+            return sweep.id
 
     def publish(self, run_id: str, event: dict[str, Any]) -> None:
         from redis import Redis

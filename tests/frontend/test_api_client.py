@@ -93,11 +93,11 @@ def test_no_token_no_header(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json=[])
+        return httpx.Response(200, json={"items": [], "total": 0, "next": None})
 
     client = ApiClient.from_env(transport=httpx.MockTransport(handler))
     assert client.base_url == "http://127.0.0.1:8000"
-    assert client.list_runs() == []
+    assert client.list_runs()["items"] == []
     assert "authorization" not in seen[0].headers
 
 
@@ -255,3 +255,52 @@ def test_the_real_api_answers_the_clients_poll_with_304(live_api: LiveApi) -> No
     assert transport.statuses[-1] == 200
     assert [row["epoch"] for row in grown["epochs"]] == [1, 2, 3]
     client.close()
+
+
+def test_list_runs_sends_filters_as_query_parameters() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"items": [], "total": 0, "next": None})
+
+    client = client_for(handler)
+    client.list_runs(limit=50, status=["succeeded", "failed"], tag=[], q=None, sort="-created")
+    params = seen[0].url.params
+    assert params.get_list("status") == ["succeeded", "failed"]
+    assert params["limit"] == "50" and params["sort"] == "-created"
+    assert "tag" not in params and "q" not in params
+
+
+def test_a_dataset_with_runs_raises_with_them() -> None:
+    runs = [{"id": "r1", "name": "one", "status": "succeeded"}]
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.params.get("delete_runs") == "true":
+            return httpx.Response(204)
+        return httpx.Response(409, json={"detail": "dataset has 1 run(s)", "runs": runs})
+
+    client = client_for(handler)
+    with pytest.raises(ApiError) as caught:
+        client.delete_dataset("d1")
+    assert caught.value.status == 409 and caught.value.runs == runs
+    client.delete_dataset("d1", delete_runs=True)
+    assert seen[-1].method == "DELETE" and seen[-1].url.params["delete_runs"] == "true"
+
+
+def test_metrics_of_another_bound_are_kept_apart() -> None:
+    """The ETag names the bound: a body kept for one bound never answers another's 304."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bound = request.url.params.get("max_points", "default")
+        tag = f'"v1-{bound}"'
+        if request.headers.get("if-none-match") == tag:
+            return httpx.Response(304, headers={"etag": tag})
+        return httpx.Response(200, json={"epochs": [], "bound": bound}, headers={"etag": tag})
+
+    client = client_for(handler)
+    assert client.run_metrics("r1", 20)["bound"] == "20"
+    assert client.run_metrics("r1")["bound"] == "default"
+    assert client.run_metrics("r1", 20)["bound"] == "20"  # from the kept body, on a 304

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from frontend.api_client import ApiClient
 from tests.frontend.conftest import LiveApi, page_path
 
 BASE = {"image_size": [16, 16], "filters": [4], "epochs": 3}
@@ -64,3 +66,32 @@ def test_an_unknown_id_is_named(live_api: LiveApi) -> None:
     assert not page.exception
     assert "gone" in page.warning[0].value
     assert page.multiselect[0].value == [slow["id"]]
+
+
+def test_twenty_runs_one_small_metrics_read_each(
+    live_api: LiveApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dataset = live_api.upload_dataset()["id"]
+    ids = [
+        live_api.add_run(
+            dataset, f"r{i}", {**BASE, "learning_rate": 0.001 * (i + 1)}, val_losses=[1.0, 0.5]
+        )
+        for i in range(21)
+    ]
+    reads: list[tuple[str, int | None]] = []
+    real = ApiClient.run_metrics
+
+    def counted(self: ApiClient, run_id: str, max_points: int | None = None) -> dict[str, Any]:
+        reads.append((run_id, max_points))
+        return real(self, run_id, max_points)
+
+    monkeypatch.setattr(ApiClient, "run_metrics", counted)
+    page = open_compare(ids)  # one more than Compare takes
+    assert not page.exception
+    assert "the first 20 of the 21" in page.warning[0].value
+    assert page.multiselect[0].value == ids[:20]
+    assert sorted(r for r, _ in reads) == sorted(ids[:20])  # one read per run
+    assert {bound for _, bound in reads} == {20}  # 400 points shared by 20 runs
+    loss, _ = figures(page)
+    assert len(loss["data"]) == 40  # training and validation of each
+    assert len({t["line"]["color"] for t in loss["data"]}) == 20

@@ -98,14 +98,27 @@ def test_delete_asks_first_then_deletes(live_api: LiveApi) -> None:
     assert "No dataset yet" in page.info[0].value
 
 
-def test_a_dataset_with_a_queued_run_is_not_deleted(live_api: LiveApi) -> None:
+def test_a_dataset_with_runs_lists_them_and_deletes_them_only_when_asked(
+    live_api: LiveApi,
+) -> None:
     dataset = live_api.upload_dataset("busy")
-    live_api.create_run(dataset["id"], {"image_size": [16, 16], "filters": [4]})
+    live_api.create_run(dataset["id"], {"image_size": [16, 16], "filters": [4]}, name="queued one")
+    live_api.add_run(dataset["id"], "finished one", val_losses=[1.0])
     page = open_app_page("datasets")
     page.button(key="ds.delete").click().run()
     page.button(key="ds.delete-confirm").click().run()
-    assert "queued or running run(s); cancel them first" in page.error[0].value
-    assert len(datasets_of(live_api)) == 1
+    assert not page.exception
+    assert any("**busy** has 2 runs" in m.value for m in page.markdown)
+    listed = page.dataframe[-1].value
+    assert sorted(listed["run"]) == ["finished one", "queued one"]
+    assert len(datasets_of(live_api)) == 1  # nothing deleted yet
+    confirm = page.button(key="ds.delete-confirm")
+    assert confirm.label == "Delete the dataset and its 2 runs"
+    confirm.click().run()
+    assert not page.exception
+    assert datasets_of(live_api) == []
+    assert httpx.get(f"{live_api.url}/api/runs").json()["total"] == 0
+    assert page.success[0].value == "Deleted “busy” and its 2 runs."
 
 
 def test_an_upload_reports_its_steps_and_the_new_dataset(live_api: LiveApi, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ SMALL = {"image_size": [16, 16], "filters": [4, 8], "dense_units": 8, "epochs": 
 
 
 def runs_of(live_api: LiveApi) -> list[dict[str, Any]]:
-    return list(httpx.get(f"{live_api.url}/api/runs").json())
+    return list(httpx.get(f"{live_api.url}/api/runs").json()["items"])
 
 
 def form_value(page: AppTest, key: str) -> Any:

@@ -109,7 +109,16 @@ def test_durations_and_labels() -> None:
 
 def test_compare_rows_put_runs_in_columns() -> None:
     runs = [
-        {"id": "r1", "status": "succeeded", "epochs_done": 10, "config": CONFIG, "dataset_id": "d"},
+        {
+            "id": "r1",
+            "status": "succeeded",
+            "epochs_done": 10,
+            "config": CONFIG,
+            "dataset_id": "d",
+            "best_val_loss": 0.5,
+            "best_val_accuracy": 0.8,
+            "duration_s": 75.0,
+        },
         {
             "id": "r2",
             "status": "running",
@@ -118,12 +127,12 @@ def test_compare_rows_put_runs_in_columns() -> None:
             "dataset_id": "d",
         },
     ]
-    bests = {"r1": {"val_loss": 0.5, "val_accuracy": 0.8}, "r2": {}}
-    rows = run_tables.compare_rows(runs, {"r1": "slow", "r2": "fast"}, {"d": "letters"}, bests)
+    rows = run_tables.compare_rows(runs, {"r1": "slow", "r2": "fast"}, {"d": "letters"})
     table = {row[""]: (row["slow"], row["fast"]) for row in rows}
     assert table["bn_momentum"] == ("0.99", "0.9")
     assert table["best val_loss"] == ("0.5000", "—")
     assert table["epochs"] == ("10 / 10", "3 / 10")
+    assert table["duration"] == ("1 min 15 s", "—")
     assert "dataset" not in table and "optimizer" not in table
 
 
@@ -142,12 +151,12 @@ def test_tables_of_several_runs_show_the_unknown_fields_marked() -> None:
     old["config_unknown"] = {"legacy_knob": 3}
     new = {"id": "r2", "status": "succeeded", "config": CONFIG, "config_unknown": {}}
     assert run_view.comparable_config(old)["legacy_knob (not used)"] == 3
-    rows = run_tables.compare_rows([old, new], {"r1": "old", "r2": "new"}, {}, {})
+    rows = run_tables.compare_rows([old, new], {"r1": "old", "r2": "new"}, {})
     by_name = {row[""]: row for row in rows}
     assert by_name["legacy_knob (not used)"] == {
         "": "legacy_knob (not used)",
         "old": "3",
         "new": "—",
     }
-    _, fields = run_tables.runs_rows([old, new], {}, {})
+    _, fields = run_tables.runs_rows([old, new], {})
     assert fields == ["legacy_knob (not used)"]

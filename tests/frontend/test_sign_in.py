@@ -146,7 +146,8 @@ def test_an_api_without_a_token_needs_no_sign_in(live_api: LiveApi) -> None:
     app = open_app()
     assert not app.exception
     assert list(app.dataframe[0].value["run"]) == ["open-run"]
-    assert not app.text_input and not app.sidebar.button  # no form, no Sign out
+    # No form (the Runs page's own inputs are its filters), no Sign out.
+    assert TOKEN not in [t.key for t in app.text_input] and not app.sidebar.button
 
 
 def test_a_401_inside_a_cached_read_also_returns_to_sign_in() -> None:
@@ -167,7 +168,7 @@ def test_a_401_inside_a_cached_read_also_returns_to_sign_in() -> None:
         from frontend.api_client import get_client
 
         @st.cache_data
-        def runs(cache_key: str) -> list:
+        def runs(cache_key: str) -> dict:
             return get_client().list_runs()
 
         if not auth.signed_in():

@@ -64,4 +64,5 @@ def test_an_interrupted_run_of_an_old_shape_resumes_from_its_checkpoint(
     assert run.config == stored
     assert TINY["filters"] == stored["filters"]  # the network it resumed is the stored one
     listed = api.get("/api/runs")
-    assert listed.status_code == 200 and listed.json()[0]["config_unknown"]["legacy_knob"] == 3
+    assert listed.status_code == 200
+    assert listed.json()["items"][0]["config_unknown"]["legacy_knob"] == 3

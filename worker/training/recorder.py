@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 # beside it) without changing it; its values join the epoch's record like any
 # Keras metric.
 EpochProbe = Callable[[keras.Model, int, Mapping[str, Any]], Mapping[str, float | None]]
+# Told each epoch (1-based) and its values once SQL took it, on the writer
+# thread (a sweep's pruner: worker/training/pruning.py). It must not raise.
+EpochHook = Callable[[int, Mapping[str, Any]], None]
 
 
 def _floats(values: Mapping[str, Any]) -> dict[str, float | None]:
@@ -94,6 +97,7 @@ class RunRecorder(keras.callbacks.Callback):
         probes: Sequence[EpochProbe] = (),
         best: BestWeights | None = None,
         fence: Fence | None = None,
+        epoch_hooks: Sequence[EpochHook] = (),
     ) -> None:
         super().__init__()
         if steps_per_epoch < 1 or batch_metrics_every < 1:
@@ -115,6 +119,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.train_images = train_images
         self.every = batch_metrics_every
         self.probes = list(probes)
+        self.epoch_hooks = list(epoch_hooks)
         self.best = best
         self.cancelled = False  # True once training was stopped for a cancel
         self.paused = False  # True once training was stopped for a worker shutdown
@@ -236,6 +241,8 @@ class RunRecorder(keras.callbacks.Callback):
             artifacts.prune_checkpoints(self.settings, self.run_id, epoch)
             if best is not None and self.best is not None:
                 self.best.save(model, best, fence=self.fence.holds)
+        for hook in self.epoch_hooks:
+            hook(epoch, values)
 
     def _stop_fenced(self) -> None:
         """The run is another's: stop at the next batch (the writer drops the rest)."""

@@ -29,7 +29,7 @@ from backend.db import Database, Run
 from backend.settings import Settings
 from backend.train_config import TrainConfig, read_stored_config
 from worker.lease import RunLease, owner_name
-from worker.training import artifacts
+from worker.training import artifacts, pruning
 from worker.training.best import BestWeights
 from worker.training.evaluation import evaluate_run
 from worker.training.fence import Fence
@@ -77,13 +77,25 @@ def run_training(
             return current.status if current is not None else "missing"
         stored_config, dataset_id, epochs_done = run.config, run.dataset_id, run.epochs_done
         attempt = run.attempt
+        epochs = read_stored_config(stored_config).config.epochs
+        pruner = pruning.for_run(session, settings, run, epochs)
     fence = Fence(db, run_id, attempt, lost)
     if lease is not None:
         lease.guard(fence.current)  # a vanished lease comes back only while SQL agrees
     try:
         config = read_stored_config(stored_config).config
         outcome = _train(
-            run_id, fence, config, dataset_id, epochs_done, settings, db, redis, pause, lease
+            run_id,
+            fence,
+            config,
+            dataset_id,
+            epochs_done,
+            settings,
+            db,
+            redis,
+            pause,
+            lease,
+            pruner,
         )
         if lost.is_set():
             return "lost"
@@ -106,9 +118,10 @@ def run_training(
             )
         # Not marked: a later delivery trains the run (or it was deleted).
         return "failed" if marked else "lost"
-    # A cancelled run keeps the epochs it recorded: its curves stay.
+    # A cancelled or pruned run keeps the epochs it recorded: its curves stay.
+    error = pruner.reason if outcome == "pruned" and pruner is not None else None
     with db.session() as session:
-        marked = runs.finish(session, redis, run_id, outcome, attempt=attempt)
+        marked = runs.finish(session, redis, run_id, outcome, error=error, attempt=attempt)
     return outcome if marked else "lost"
 
 
@@ -123,9 +136,11 @@ def _train(
     redis: Redis | None,
     pause: threading.Event | None,
     lease: RunLease | None,
+    pruner: pruning.SweepPruning | None = None,
 ) -> str:
-    """Fit from the last recorded epoch on: "succeeded", or "cancelled" or
-    "interrupted" when stopped early, or "lost" when fenced."""
+    """Fit from the last recorded epoch on: "succeeded", or "cancelled",
+    "pruned" (its sweep's pruner) or "interrupted" when stopped early, or
+    "lost" when fenced."""
     if dataset_id is None:
         raise FileNotFoundError("the run's dataset was deleted")
     folder = dataset_dir(settings.datasets_dir, dataset_id)
@@ -180,8 +195,11 @@ def _train(
                 initial_epoch=initial_epoch,
             ),
             fence=fence,
+            epoch_hooks=[pruner.after_epoch] if pruner is not None else [],
         )
         callbacks: list[keras.callbacks.Callback] = [recorder]
+        if pruner is not None:
+            callbacks.append(pruner)  # Keras hands it the model it stops
         if config.early_stopping_patience is not None:
             callbacks.append(
                 keras.callbacks.EarlyStopping(
@@ -206,6 +224,8 @@ def _train(
         return "lost"
     if recorder.cancelled or side.cancelled.is_set():
         return "cancelled"
+    if pruner is not None and pruner.reason is not None:
+        return "pruned"  # no model file, no evaluation: as a cancelled run
     if recorder.paused:
         return "interrupted"
     model_file = artifacts.run_dir(settings, run_id) / names.MODEL_FILE

@@ -1,4 +1,5 @@
-"""Datasets: upload a ZIP of class folders, list, read, delete, sample."""
+"""Datasets: upload a ZIP of class folders, list, read, delete (with its runs:
+backend.run_deletion), sample."""
 
 from __future__ import annotations
 
@@ -7,19 +8,15 @@ import shutil
 import unicodedata
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, HTTPException, Response, UploadFile, status
-from sqlalchemy import func, select
+from fastapi import APIRouter, File, Form, HTTPException, Query, Response, UploadFile, status
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
 
+from backend import run_deletion
 from backend.api.deps import ResourcesDep, SessionDep
-from backend.api.schemas import ClassSamples, DatasetPublic, PlainText
-from backend.datasets.ingest import (
-    IngestError,
-    delete_dataset_files,
-    sample_thumbnails,
-    store_dataset,
-)
-from backend.db import Dataset, Run, new_id
-from backend.events import FINAL_STATUSES
+from backend.api.schemas import ClassSamples, DatasetInUse, DatasetPublic, PlainText, RunRef
+from backend.datasets.ingest import IngestError, sample_thumbnails, store_dataset
+from backend.db import Dataset, new_id
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -76,23 +73,42 @@ def dataset_samples(
         raise HTTPException(status.HTTP_404_NOT_FOUND, "dataset files are missing") from exc
 
 
-@router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_dataset(dataset_id: str, session: SessionDep, resources: ResourcesDep) -> Response:
-    """Delete a dataset; its finished runs keep their curves and models."""
-    dataset = _get(session, dataset_id)
-    active = session.scalar(
-        select(func.count())
-        .select_from(Run)
-        .where(Run.dataset_id == dataset_id, Run.status.not_in(FINAL_STATUSES))
-    )
-    if active:
-        raise HTTPException(
-            status.HTTP_409_CONFLICT,
-            f"dataset has {active} queued or running run(s); cancel them first",
-        )
-    session.delete(dataset)
-    session.commit()
-    delete_dataset_files(dataset_id, resources.settings)
+@router.delete(
+    "/{dataset_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        409: {
+            "model": DatasetInUse,
+            "description": "The dataset has runs (listed, newest first, up to 100); "
+            "?delete_runs=true deletes them with it.",
+        },
+        503: {"description": "The database refused the delete: nothing was deleted."},
+    },
+)
+def delete_dataset(
+    dataset_id: str,
+    session: SessionDep,
+    resources: ResourcesDep,
+    delete_runs: Annotated[
+        bool,
+        Query(description="Also delete its runs (queued or running ones cancelled first)."),
+    ] = False,
+) -> Response:
+    """Delete a dataset; one that has runs only with ?delete_runs=true, which deletes them too."""
+    _get(session, dataset_id)
+    if not delete_runs:
+        count, newest = run_deletion.dataset_runs(session, dataset_id)
+        if count:
+            conflict = DatasetInUse(
+                detail=f"dataset has {count} run(s); delete them first, or send "
+                f"DELETE /api/datasets/{dataset_id}?delete_runs=true to delete them with it",
+                runs=[RunRef.model_validate(run) for run in newest],
+            )
+            return JSONResponse(conflict.model_dump(mode="json"), status.HTTP_409_CONFLICT)
+    try:
+        run_deletion.delete_dataset(session, resources.redis, resources.settings, dataset_id)
+    except run_deletion.DeletionFailed as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -1,23 +1,38 @@
-"""Runs: create (queue for a worker), list, read, cancel, metrics (JSON and CSV).
+"""Runs: create (queue for a worker), list (a page: backend.run_list), read,
+rename/tag/annotate, cancel, delete (backend.run_deletion), metrics (JSON and CSV).
 
 External runs (a user's own model.fit) are created and recorded by
-routes/external.py; they list, read and give metrics here like any run."""
+routes/external.py; they list, read, change, delete and give metrics here
+like any run."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
-from backend import downsample, memory_estimate, runs, workers
+from backend import downsample, memory_estimate, run_deletion, run_list, runs, workers
 from backend.api import metrics_csv, metrics_reply
 from backend.api.deps import ResourcesDep, SessionDep, is_server_id
-from backend.api.schemas import Metrics, RunCreate, RunPublic, RunSource, RunStatus
+from backend.api.schemas import (
+    Metrics,
+    RunCreate,
+    RunPage,
+    RunPatch,
+    RunPublic,
+    RunsDelete,
+    RunsDeleted,
+    RunSort,
+    RunSource,
+    RunStatus,
+)
 from backend.db import Dataset, Run
 from backend.queue import enqueue_training
 
@@ -57,30 +72,125 @@ def create_run(body: RunCreate, session: SessionDep, resources: ResourcesDep) ->
     return run
 
 
-@router.get("", response_model=list[RunPublic])
+MAX_TAG_FILTERS = 20
+
+
+@router.get("", response_model=RunPage)
 def list_runs(
     session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200, description="Runs a page.")] = 50,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=1000, description="The `next` of the previous page (same sort)."),
+    ] = None,
+    offset: Annotated[
+        int | None,
+        Query(ge=0, le=10_000_000, description="Runs to skip: a jump to a page (not with cursor)."),
+    ] = None,
+    sort: Annotated[
+        RunSort,
+        Query(description='A leading "-": descending. Runs without the value come last.'),
+    ] = "-created",
+    statuses: Annotated[
+        list[RunStatus] | None, Query(alias="status", description="Any of these (repeat it).")
+    ] = None,
     dataset_id: str | None = None,
-    status: RunStatus | None = None,
-    source: RunSource | None = None,
-) -> list[Run]:
-    """All runs, newest first; filter by dataset, status or source (keras: external runs)."""
-    if dataset_id and not is_server_id(dataset_id):
-        return []  # no dataset has such an id; never sent to SQL
-    query = select(Run).order_by(Run.created_at.desc())
-    if dataset_id:
-        query = query.where(Run.dataset_id == dataset_id)
-    if status:
-        query = query.where(Run.status == status)
-    if source:
-        query = query.where(Run.source == source)
-    return list(session.scalars(query))
+    tags: Annotated[
+        list[str] | None, Query(alias="tag", description="All of these tags (repeat it).")
+    ] = None,
+    source: Annotated[RunSource | None, Query(description="keras: external runs.")] = None,
+    q: Annotated[
+        str | None,
+        Query(max_length=200, description="In the name, notes or a tag (any case)."),
+    ] = None,
+    created_after: Annotated[datetime | None, Query(description="Inclusive.")] = None,
+    created_before: Annotated[datetime | None, Query(description="Exclusive.")] = None,
+    sweep_id: str | None = None,
+) -> dict[str, Any]:
+    """A page of runs (newest first unless sorted), filtered, with the total that match."""
+    if cursor is not None and offset is not None:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            "send cursor or offset, not both (a cursor already says where the page starts)",
+        )
+    if tags is not None and len(tags) > MAX_TAG_FILTERS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"tag: at most {MAX_TAG_FILTERS} tags"
+        )
+    filters = run_list.RunFilters(
+        statuses=tuple(statuses or ()),
+        dataset_id=dataset_id,
+        tags=tuple(tags or ()),
+        source=source,
+        q=q or None,
+        created_after=created_after,
+        created_before=created_before,
+        sweep_id=sweep_id,
+    )
+    if any(value is not None and not is_server_id(value) for value in (dataset_id, sweep_id)):
+        return {"items": [], "total": 0, "next": None}  # no such id exists; never sent to SQL
+    try:
+        found = run_list.page(session, filters, sort, limit, cursor, offset or 0)
+    except run_list.BadCursor as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    return {"items": found.items, "total": found.total, "next": found.next}
 
 
 @router.get("/{run_id}", response_model=RunPublic)
 def read_run(run_id: str, session: SessionDep) -> Run:
     """One run: status, config, progress, error."""
     return get_run(session, run_id)
+
+
+@router.patch(
+    "/{run_id}",
+    response_model=RunPublic,
+    responses={409: {"description": "Another request changed the run at the same time."}},
+)
+def edit_run(run_id: str, body: RunPatch, session: SessionDep) -> Run:
+    """Rename a run, replace its tags or its notes (any run, external ones too)."""
+    run = get_run(session, run_id)
+    try:
+        return runs.edit(session, run, name=body.name, tags=body.tags, notes=body.notes)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    except (IntegrityError, StaleDataError) as exc:
+        session.rollback()
+        get_run(session, run_id)  # deleted meanwhile: 404
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, "the run was changed by another request meanwhile; send again"
+        ) from exc
+
+
+REFUSED: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The database refused the delete: nothing was deleted."}
+}
+
+
+@router.delete("/{run_id}", status_code=status.HTTP_204_NO_CONTENT, responses=REFUSED)
+def delete_run(run_id: str, session: SessionDep, resources: ResourcesDep) -> Response:
+    """Delete a run: its rows, event stream and files (a queued or running one cancelled first)."""
+    if _delete(session, resources, [run_id]).missing:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, NOT_FOUND)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/delete", response_model=RunsDeleted, responses=REFUSED)
+def delete_runs(body: RunsDelete, session: SessionDep, resources: ResourcesDep) -> RunsDeleted:
+    """Delete many runs at once, as DELETE /api/runs/{id} does each."""
+    ids = list(dict.fromkeys(body.ids))
+    # An id the server could not have made names no run; never sent to SQL.
+    known = [run_id for run_id in ids if is_server_id(run_id)]
+    done = _delete(session, resources, known)
+    gone = set(done.deleted)
+    return RunsDeleted(deleted=done.deleted, missing=[i for i in ids if i not in gone])
+
+
+def _delete(session: SessionDep, resources: ResourcesDep, ids: list[str]) -> run_deletion.Deleted:
+    try:
+        return run_deletion.delete_runs(session, resources.redis, resources.settings, ids)
+    except run_deletion.DeletionFailed as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc)) from exc
 
 
 @router.post("/{run_id}/cancel", response_model=RunPublic)
