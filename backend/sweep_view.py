@@ -8,7 +8,7 @@ import math
 from collections import Counter
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from backend import sweep_space
@@ -71,8 +71,39 @@ def _label(sweep: Sweep, run: Run) -> str | None:
     return None
 
 
+def _counts_and_best(session: Session, sweep: Sweep) -> tuple[dict[str, int], str | None]:
+    """Its runs by status and its best run, read in SQL: a list of sweeps
+    of thousands of runs each reads no run rows."""
+    counts = {
+        status: int(count)
+        for status, count in session.execute(
+            select(Run.status, func.count()).where(Run.sweep_id == sweep.id).group_by(Run.status)
+        )
+    }
+    column = {"val_loss": Run.best_val_loss, "val_accuracy": Run.best_val_accuracy}.get(
+        sweep.metric
+    )
+    if column is None:  # another epoch metric: only the epoch rows hold it
+        ids = list(session.scalars(select(Run.id).where(Run.sweep_id == sweep.id)))
+        values = {k: v for k, v in best_values(session, sweep, ids).items() if v is not None}
+        pick = max if sweep.direction == "maximize" else min
+        return counts, pick(values, key=values.__getitem__) if values else None
+    order = column.desc() if sweep.direction == "maximize" else column.asc()
+    best = session.scalar(
+        select(Run.id)
+        .where(Run.sweep_id == sweep.id, column.is_not(None))
+        .order_by(order, Run.created_at)
+        .limit(1)
+    )
+    return counts, best
+
+
 def sweep_public(session: Session, sweep: Sweep, with_runs: bool = True) -> SweepPublic:
-    """The sweep with its runs, best first (runs without a value last)."""
+    """The sweep with its runs, best first (runs without a value last);
+    without them (``with_runs`` False), its counts and best run only."""
+    if not with_runs:
+        counts, best_id = _counts_and_best(session, sweep)
+        return _public(sweep, counts, best_id, [])
     members = list(
         session.scalars(select(Run).where(Run.sweep_id == sweep.id).order_by(Run.created_at))
     )
@@ -106,6 +137,12 @@ def sweep_public(session: Session, sweep: Sweep, with_runs: bool = True) -> Swee
         )
         for run in ranked
     ]
+    return _public(sweep, dict(Counter(run.status for run in members)), best, listed)
+
+
+def _public(
+    sweep: Sweep, counts: dict[str, int], best: str | None, listed: list[SweepRun]
+) -> SweepPublic:
     return SweepPublic(
         id=sweep.id,
         name=sweep.name,
@@ -125,7 +162,7 @@ def sweep_public(session: Session, sweep: Sweep, with_runs: bool = True) -> Swee
         source_run_id=sweep.source_run_id,
         created_at=sweep.created_at,
         finished_at=sweep.finished_at,
-        counts=dict(Counter(run.status for run in members)),
+        counts=counts,
         best_run_id=best,
-        runs=listed if with_runs else [],
+        runs=listed,
     )

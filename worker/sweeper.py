@@ -59,6 +59,7 @@ class LeaseSweeper:
         max_deaths: int = 3,
         reconciler: QueueReconciler | None = None,
         advancer: SweepAdvancer | None = None,
+        statistics_every_s: float = 600.0,
     ) -> None:
         self.db = db
         self.redis = redis
@@ -67,6 +68,8 @@ class LeaseSweeper:
         self.max_deaths = max_deaths
         self.reconciler = reconciler
         self.advancer = advancer
+        # The database's planner statistics go stale as runs pile up.
+        self._statistics = Periodic(statistics_every_s, db.refresh_statistics, clock)
         # Runs failed by this sweeper as poison (their deliveries kept dying).
         self.given_up: list[str] = []
         self._clock = clock
@@ -186,8 +189,31 @@ class LeaseSweeper:
                     self.reconciler.maybe_reconcile()
                 if self.advancer is not None:
                     self.advancer.maybe_advance()
+                self._statistics.maybe()
             except Exception as exc:  # the sweeper must outlive any surprise (SQL away, ...)
                 log.warning("lease sweep failed: %s", exc)
+
+
+class Periodic:
+    """Calls ``action`` when asked (``maybe``), at most every ``every_s``."""
+
+    def __init__(
+        self,
+        every_s: float,
+        action: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.every_s = every_s
+        self.action = action
+        self._clock = clock
+        self._next = 0.0
+
+    def maybe(self) -> None:
+        now = self._clock()
+        if now < self._next:
+            return
+        self._next = now + self.every_s
+        self.action()
 
 
 class SweepAdvancer:
@@ -206,15 +232,12 @@ class SweepAdvancer:
         self.db = db
         self.settings = settings
         self.celery = celery
-        self.every_s = every_s
-        self._clock = clock
-        self._next = 0.0
+        self._periodic = Periodic(every_s, self.advance_all, clock)
 
     def maybe_advance(self) -> None:
-        now = self._clock()
-        if now < self._next:
-            return
-        self._next = now + self.every_s
+        self._periodic.maybe()
+
+    def advance_all(self) -> None:
         with self.db.session() as session:
             for sweep_id in sweeps.running_sweep_ids(session):
                 sweeps.advance_quietly(session, self.settings, self.celery, sweep_id)

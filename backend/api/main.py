@@ -5,6 +5,7 @@ Run with ``uvicorn --factory backend.api.main:create_app``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from redis import Redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from backend.api.body_limit import BodyCap, BodySizeLimit, RouteCap
 from backend.api.deps import Resources, verify_path_ids, verify_token
@@ -39,6 +41,8 @@ from backend.db import Database
 from backend.queue import make_celery
 from backend.settings import Settings, get_settings
 
+log = logging.getLogger(__name__)
+
 MAX_ERRORS = 20  # listed in a 422; the rest are counted
 
 
@@ -59,6 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             celery=make_celery(settings),
             streams=StreamHub(aredis),
         )
+        try:  # the workers' sweepers refresh them every 10 minutes too
+            resources.db.refresh_statistics()
+        except SQLAlchemyError as exc:
+            log.warning("could not refresh the database's planner statistics: %s", exc)
         # Per app, bounded in bytes (CURVELAB_METRICS_CACHE_MB): see metrics_reply.
         bodies = BodyCache(settings.metrics_cache_bytes)
         yield {"resources": resources, "metrics_bodies": bodies}

@@ -230,8 +230,10 @@ def test_advance_keeps_parallel_runs_going_tells_the_study_and_finishes(
         assert done is not None
         assert (done.status, done.finished_at is not None) == ("finished", True)
         view = sweep_public(session, done)
-    assert view.counts == {"succeeded": 2, "pruned": 1, "failed": 1}
-    assert view.best_run_id == first[0].id
+        brief = sweep_public(session, done, with_runs=False)  # the list's: counted in SQL
+    assert view.counts == brief.counts == {"succeeded": 2, "pruned": 1, "failed": 1}
+    assert view.best_run_id == brief.best_run_id == first[0].id
+    assert brief.runs == []
 
 
 @BOTH_DATABASES
@@ -463,3 +465,25 @@ def test_suggestions_sweep_needs_a_run_with_a_dataset(
         with pytest.raises(sweeps.SweepError) as refused:
             suggestions_sweep(session, settings, SentTasks(), run)
     assert refused.value.status_code == 404
+
+
+@BOTH_DATABASES
+def test_cancelling_one_queued_run_of_a_sweep_gives_its_slot_to_the_next(
+    api: TestClient, database: Database, make_dataset_row
+) -> None:
+    body = {
+        "dataset_id": make_dataset_row(),
+        "config": BASE,
+        "method": "grid",
+        "space": {"dropout": [0.0, 0.1, 0.2]},
+        "parallel": 2,
+    }
+    sweep = api.post("/api/sweeps", json=body).json()
+    first = api.get("/api/runs", params={"sweep_id": sweep["id"], "sort": "created"}).json()
+    assert [r["status"] for r in first["items"]] == ["queued", "queued"]
+    reply = api.post(f"/api/runs/{first['items'][0]['id']}/cancel")
+    assert reply.json()["status"] == "cancelled"
+    # At once, not at the next sweeper pass: the third point is queued.
+    now = api.get(f"/api/sweeps/{sweep['id']}").json()
+    assert now["counts"] == {"cancelled": 1, "queued": 2}
+    assert sorted(r["params"]["dropout"] for r in now["runs"]) == [0.0, 0.1, 0.2]

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.exc import StaleDataError
 
-from backend import downsample, memory_estimate, run_deletion, run_list, runs, workers
+from backend import downsample, memory_estimate, run_deletion, run_list, runs, sweeps, workers
 from backend.api import metrics_csv, metrics_reply
 from backend.api.deps import ResourcesDep, SessionDep, is_server_id
 from backend.api.schemas import (
@@ -34,6 +34,7 @@ from backend.api.schemas import (
     RunStatus,
 )
 from backend.db import Dataset, Run
+from backend.events import FINAL_STATUSES
 from backend.queue import enqueue_training
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -203,11 +204,15 @@ def cancel_run(run_id: str, session: SessionDep, resources: ResourcesDep) -> Run
             "an external run is stopped in its own script (Ctrl-C: it ends interrupted)",
         )
     try:
-        return runs.request_cancel(session, resources.redis, run)
+        cancelled = runs.request_cancel(session, resources.redis, run)
     except RedisError as exc:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE, "Redis is unreachable; cannot signal the worker"
         ) from exc
+    if cancelled.sweep_id and cancelled.status in FINAL_STATUSES:
+        # A queued run of a sweep, cancelled now: its slot goes to the next trial.
+        sweeps.advance_quietly(session, resources.settings, resources.celery, cancelled.sweep_id)
+    return cancelled
 
 
 def metrics_bodies(request: Request) -> metrics_reply.BodyCache:
