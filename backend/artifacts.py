@@ -27,3 +27,13 @@ def run_dir(runs_root: Path, run_id: str) -> Path:
 
 def checkpoint_path(runs_root: Path, run_id: str, epoch: int) -> Path:
     return run_dir(runs_root, run_id) / CHECKPOINTS / f"epoch-{epoch:04d}.keras"
+
+
+# A run folder being deleted (backend/run_deletion.py) is renamed to this
+# first: ``.deleting-<run id>-<ns since the epoch>``, beside the run folders.
+TRASH_PREFIX = ".deleting-"
+
+
+def trash_dir(runs_root: Path, run_id: str, stamp_ns: int) -> Path:
+    run_dir(runs_root, run_id)  # the same check of the id
+    return runs_root / f"{TRASH_PREFIX}{run_id}-{stamp_ns}"

@@ -8,6 +8,8 @@ fails until the two agree).
 
 from __future__ import annotations
 
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -217,15 +219,31 @@ class Evaluation(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+def _wal(cursor: Any, attempts: int = 50) -> None:
+    """WAL, which lets the API read while a worker writes an epoch. Set once
+    per file: the mode persists. Switching needs the file to itself, and
+    SQLite answers "database is locked" at once, without its busy wait, when
+    another process holds it (several processes opening a new database
+    together, one of them migrating it): tried again, a moment later."""
+    for attempt in range(attempts):
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.1 + 0.01 * attempt)
+
+
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # WAL lets the API read while the worker writes an epoch.
             cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _wal(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 

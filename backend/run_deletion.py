@@ -43,8 +43,7 @@ from backend.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TRASH_PREFIX = ".deleting-"
-_TRASH = re.compile(rf"{re.escape(TRASH_PREFIX)}([0-9a-f]+)-(\d+)")
+_TRASH = re.compile(rf"{re.escape(artifacts.TRASH_PREFIX)}([0-9a-f]+)-(\d+)")
 # A moved folder older than this belongs to no deletion still under way.
 STALE_TRASH_S = 600
 LISTED_RUNS = 100  # of a dataset that has runs, in its 409
@@ -158,7 +157,7 @@ def _move_aside(runs_dir: Path, run_ids: Sequence[str]) -> list[tuple[Path, Path
     moved: list[tuple[Path, Path]] = []
     for run_id in run_ids:
         folder = artifacts.run_dir(runs_dir, run_id)
-        trash = runs_dir / f"{TRASH_PREFIX}{run_id}-{time.time_ns()}"
+        trash = artifacts.trash_dir(runs_dir, run_id, time.time_ns())
         try:
             os.rename(folder, trash)
         except FileNotFoundError:
@@ -185,7 +184,7 @@ def recover(session: Session, settings: Settings) -> None:
     """Settle the moved folders that no deletion under way owns: a run that
     still exists gets its folder back, the others' folders are removed."""
     try:
-        entries = list(settings.runs_dir.glob(f"{TRASH_PREFIX}*"))
+        entries = list(settings.runs_dir.glob(f"{artifacts.TRASH_PREFIX}*"))
     except OSError:
         return
     stale = time.time_ns() - STALE_TRASH_S * 1_000_000_000

@@ -15,6 +15,7 @@ from backend.api.sweep_schemas import SweepCreate, Variant
 from backend.db import Dataset, Run, Sweep
 from backend.diagnosis.report import diagnose_run
 from backend.settings import Settings
+from backend.sweep_space import describe
 from backend.sweeps import SweepError, create_sweep
 from backend.train_config import read_stored_config
 
@@ -23,19 +24,25 @@ MAX_LABEL = 200
 
 
 def suggestion_variants(findings: list[Any]) -> list[Variant]:
-    """ "original", one variant per finding with a patch, and "all suggestions"."""
+    """ "original", one variant per finding with a patch, and "all suggestions".
+    Each label (the run's name) says the change and the finding it answers:
+    "bn_momentum=0.9 · batchnorm_lag"."""
     suggested = [finding for finding in findings if finding.suggestion]
     variants = [Variant(label="original")]
     variants += [
-        Variant(label=finding.title[:MAX_LABEL], patch=dict(finding.suggestion))
+        Variant(label=_label(finding.suggestion, finding.code), patch=dict(finding.suggestion))
         for finding in suggested
     ]
     if len(suggested) >= 2:
         merged: dict[str, Any] = {}
         for finding in reversed(suggested):  # the most severe is applied last: it wins
             merged.update(finding.suggestion)
-        variants.append(Variant(label="all suggestions", patch=merged))
+        variants.append(Variant(label=_label(merged, "all suggestions"), patch=merged))
     return variants
+
+
+def _label(patch: dict[str, Any], why: str) -> str:
+    return f"{describe(patch, MAX_LABEL - len(why) - 3)} · {why}"
 
 
 def suggestions_sweep(session: Session, settings: Settings, celery: Celery, run: Run) -> Sweep:

@@ -23,9 +23,24 @@ def parcoords_figure(dimensions: Sequence[Row], maximize: bool = False) -> go.Fi
     line: Row = {"color": metric, "colorscale": "Viridis", "showscale": True}
     # Viridis is dark at its low end: the best runs dark for either direction.
     line["reversescale"] = maximize
-    figure = go.Figure(go.Parcoords(line=line, dimensions=list(dimensions)))
+    figure = go.Figure(go.Parcoords(line=line, dimensions=[_padded(d) for d in dimensions]))
     figure.update_layout(height=360, margin={"l": 60, "r": 60, "t": 50, "b": 20})
     return figure
+
+
+def _padded(dimension: Row) -> Row:
+    """An axis a little wider than its values: at exactly min..max, the best
+    and worst runs' lines lie on the box's edges, out of sight; and its
+    ticks in three significant digits, not the values' own."""
+    values = [v for v in dimension.get("values") or [] if v is not None]
+    if not values:
+        return dict(dimension)
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.08 or abs(high) * 0.08 or 0.5
+    padded = {**dimension, "range": [low - pad, high + pad]}
+    if "tickvals" not in dimension:
+        padded["tickformat"] = ".3~g"
+    return padded
 
 
 def curves_figure(series: Sequence[tuple[str, Sequence[Row]]]) -> go.Figure:

@@ -56,9 +56,17 @@ def metric_label(sweep: Row) -> str:
 
 
 def ranking_rows(sweep: Row, shown: Sequence[str]) -> list[Row]:
-    """The runs best first (as the API ranks them), each with its rank (none
-    until it has a value), outcomes and the ``shown`` knobs."""
-    labelled = any(r.get("label") for r in sweep.get("runs") or [])
+    """The runs best first (as the API ranks them): rank (none until it has a
+    value), name, the ``shown`` knobs right after it (what the ranking is
+    about, in view on a narrow screen), the metric, then the other outcomes.
+    A "list" sweep's variant label is the run's name unless it was renamed;
+    best val_loss is the metric's column when the sweep ranks by it."""
+    metric = metric_label(sweep)
+    by_loss = (sweep.get("metric") or "val_loss") == "val_loss"
+    by_acc = sweep.get("metric") == "val_accuracy"
+    renamed = any(
+        r.get("label") and r.get("label") != r.get("name") for r in sweep.get("runs") or []
+    )
     rows = []
     rank = 0
     for run in sweep.get("runs") or []:
@@ -67,17 +75,21 @@ def ranking_rows(sweep: Row, shown: Sequence[str]) -> list[Row]:
         row: Row = {
             "rank": rank if value is not None else None,
             "run": run.get("name") or run["id"][:8],
-            "open": f"run?id={run['id']}",
-            "status": run.get("status"),
-            metric_label(sweep): value,
-            "best val_loss": _number(run.get("best_val_loss")),
-            "best val_acc": _number(run.get("best_val_accuracy")),
-            "epochs": int(run.get("epochs_done") or 0),
         }
-        if labelled:
+        if renamed:
             row["variant"] = run.get("label") or ""
         params = run.get("params") or {}
         row.update({k: format_value(k, params.get(k)) for k in shown})
+        row[metric] = value
+        if not by_loss:
+            row["best val_loss"] = _number(run.get("best_val_loss"))
+        if not by_acc:
+            row["best val_acc"] = _number(run.get("best_val_accuracy"))
+        row |= {
+            "epochs": int(run.get("epochs_done") or 0),
+            "status": run.get("status"),
+            "open": f"run?id={run['id']}",
+        }
         rows.append(row)
     return rows
 

@@ -130,7 +130,7 @@ def charts(client: ApiClient, sweep: dict[str, Any], shown: list[str]) -> None:
         for column, knob in zip(columns, shown[start : start + KNOB_COLUMNS], strict=False):
             xs, ys, names = sweep_view.knob_points(sweep, knob)
             figure = sweep_charts.knob_figure(
-                knob, xs, ys, names, metric, log_x=sweep_view.is_log(sweep, knob)
+                knob, xs, ys, names, f"best {metric}", log_x=sweep_view.is_log(sweep, knob)
             )
             column.plotly_chart(figure, key=f"knob-{sweep['id']}-{knob}", config=CHART)
 

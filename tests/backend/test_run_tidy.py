@@ -96,7 +96,7 @@ def files_of(settings: Settings, run_id: str) -> list[str]:
 
 
 def trash(settings: Settings) -> list[Path]:
-    return list(settings.runs_dir.glob(f"{run_deletion.TRASH_PREFIX}*"))
+    return list(settings.runs_dir.glob(f"{artifacts.TRASH_PREFIX}*"))
 
 
 # -- summaries ---------------------------------------------------------------
@@ -399,12 +399,12 @@ def test_folders_a_killed_deletion_moved_aside_are_settled_by_the_next(
     alive, gone, recent = make_run(), new_id(), make_run()
     long_ago = time.time_ns() - (run_deletion.STALE_TRASH_S + 60) * 1_000_000_000
     folder = artifacts.run_dir(settings.runs_dir, alive)
-    stale_alive = settings.runs_dir / f"{run_deletion.TRASH_PREFIX}{alive}-{long_ago}"
+    stale_alive = artifacts.trash_dir(settings.runs_dir, alive, long_ago)
     folder.rename(stale_alive)  # killed after the move, before the rows went
-    stale_gone = settings.runs_dir / f"{run_deletion.TRASH_PREFIX}{gone}-{long_ago}"
+    stale_gone = artifacts.trash_dir(settings.runs_dir, gone, long_ago)
     (stale_gone / "checkpoints").mkdir(parents=True)  # killed after the rows went
     # A deletion of this very moment, still under way, is left to its owner.
-    in_flight = settings.runs_dir / f"{run_deletion.TRASH_PREFIX}{recent}-{time.time_ns()}"
+    in_flight = artifacts.trash_dir(settings.runs_dir, recent, time.time_ns())
     in_flight.mkdir()
 
     assert api.post("/api/runs/delete", json={"ids": ["e" * 32]}).json()["missing"] == ["e" * 32]

@@ -397,6 +397,10 @@ def _lagging_run(database: Database, dataset_id: str) -> str:
         return run.id
 
 
+def _plain(patch: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in patch.items())
+
+
 @BOTH_DATABASES
 def test_try_every_suggestion_sweeps_the_original_each_patch_and_all(
     api: TestClient, database: Database, settings: Settings, make_dataset_row
@@ -410,9 +414,11 @@ def test_try_every_suggestion_sweeps_the_original_each_patch_and_all(
     sweep = reply.json()
     assert (sweep["method"], sweep["parallel"], sweep["source_run_id"]) == ("list", 2, run_id)
     labels = [v["label"] for v in sweep["variants"]]
-    expected = ["original", *[f["title"] for f in suggested]]
+    # Each run named for its change and the finding it answers.
+    expected = ["original", *[f"{_plain(f['suggestion'])} · {f['code']}" for f in suggested]]
     if len(suggested) >= 2:
-        expected.append("all suggestions")
+        assert labels[-1].endswith(" · all suggestions")
+        labels = labels[:-1]
     assert labels == expected
     assert sweep["variants"][0]["patch"] == {}
     for variant, finding in zip(sweep["variants"][1:], suggested, strict=False):

@@ -69,13 +69,16 @@ def test_the_ranking_table() -> None:
         "open": "run?id=run1xxxxxxx",
         "status": "succeeded",
         "best val_loss ↓": 0.4,
-        "best val_loss": 0.4,
         "best val_acc": 1 - 0.4 / 3,
         "epochs": 3,
         "learning_rate": "0.01",
         "optimizer": "adam",
     }
+    # What the ranking is about first, in view on a narrow screen.
+    assert list(rows[0])[:5] == ["rank", "run", "learning_rate", "optimizer", "best val_loss ↓"]
     assert "batch_size" not in rows[0]
+    by_accuracy = sweep_of(RUNS, metric="val_accuracy", direction="maximize")
+    assert "best val_loss" in sweep_view.ranking_rows(by_accuracy, [])[0]
     assert sweep_view.metric_label(sweep_of([], metric="val_accuracy", direction="maximize")) == (
         "best val_accuracy ↑"
     )
