@@ -1,6 +1,6 @@
 """The Runs page's view as a URL: filters, sort and page, read from and written
 to the query string, and turned into the API's list parameters. Pure, so a
-deep link (``/runs?status=succeeded&sort=-best_val_loss&page=2&q=lr``) is
+deep link (``/?status=succeeded&sort=-best_val_loss&page=2&q=lr``) is
 tested without Streamlit.
 
 URL keys: ``status`` and ``tag`` (repeated or comma-separated: tags hold no

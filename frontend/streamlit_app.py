@@ -3,8 +3,8 @@
 Run with ``curvelab ui`` (or ``curvelab up``); pages live in ``app_pages/``
 (not ``pages/``, which would switch on Streamlit's older auto-discovery).
 Deep links: ``/run?id=<run_id>``, ``/compare?ids=a,b``, ``/sweep?id=<sweep_id>``
-and the Runs page's filters (``/runs?status=succeeded&page=2``); one opened before
-signing in opens once signed in.
+and the Runs page's filters (``/?status=succeeded&page=2``: the Runs page is
+the root); one opened before signing in opens once signed in.
 """
 
 from pathlib import Path

@@ -3,7 +3,7 @@ row with its own best val_loss, val_acc and duration: one API request a page),
 the settings that set them apart; open one, compare up to 20, delete some.
 
 The view lives in the URL (frontend/run_filters.py): a deep link such as
-``/runs?status=succeeded&sort=-best_val_loss&page=2&q=lr`` reproduces it, and
+``/?status=succeeded&sort=-best_val_loss&page=2&q=lr`` reproduces it, and
 changing a filter writes it. The table refreshes itself while any run of the
 page is queued or running.
 """
