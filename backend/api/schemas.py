@@ -235,6 +235,7 @@ class DatasetInUse(BaseModel):
     """The 409 body of deleting a dataset that has runs."""
 
     detail: str
+    total: int = Field(description="The dataset's runs; `runs` lists the newest 100.")
     runs: list[RunRef]
 
 

@@ -480,7 +480,7 @@ def test_a_dataset_with_runs_is_a_409_listing_them_unless_they_go_too(
         f"dataset has 107 run(s); delete them first, or send "
         f"DELETE /api/datasets/{uploaded}?delete_runs=true to delete them with it"
     )
-    assert len(body["runs"]) == run_deletion.LISTED_RUNS
+    assert len(body["runs"]) == run_deletion.LISTED_RUNS and body["total"] == 107
     assert set(body["runs"][0]) == {"id", "name", "status"}
     assert {finished, running} <= {run["id"] for run in body["runs"]}  # the newest
     assert api.get(f"/api/runs?dataset_id={uploaded}").json()["total"] == 107

@@ -102,6 +102,7 @@ def delete_dataset(
             conflict = DatasetInUse(
                 detail=f"dataset has {count} run(s); delete them first, or send "
                 f"DELETE /api/datasets/{dataset_id}?delete_runs=true to delete them with it",
+                total=count,
                 runs=[RunRef.model_validate(run) for run in newest],
             )
             return JSONResponse(conflict.model_dump(mode="json"), status.HTTP_409_CONFLICT)
