@@ -76,11 +76,10 @@ def test_a_grid_fans_out_over_two_workers_and_ranks_by_val_loss(
         reply = client.post("/api/sweeps", json=body)
         assert reply.status_code == 201, reply.text
         created = reply.json()
-        assert (created["status"], created["max_runs"], created["counts"]) == (
-            "running",
-            4,
-            {"queued": 2},
-        )
+        assert (created["status"], created["max_runs"]) == ("running", 4)
+        # Two launched at once; a worker may have taken one already.
+        assert sum(created["counts"].values()) == 2, created["counts"]
+        assert set(created["counts"]) <= {"queued", "running"}, created["counts"]
         sweep = _finished(client, created["id"], timeout=600)
         log = two_workers.log.read_text()[-3000:]
         assert sweep["status"] == "finished", (sweep, log)
