@@ -24,6 +24,13 @@ pipeline of worker/training/pipeline.py, without TensorFlow:
 An estimate, not a bound: it is meant to be right within some tens of
 percent, which is what separates "fits" from "1024² images with 8 × 2048
 filters".
+
+A Keras Application (``config.architecture``) is counted from ``BACKBONES``:
+its parameters as Keras counts them, and the elements of every layer's
+output per input pixel, which backpropagation keeps (their sum grows with
+the image's pixels; measured at 224×224, it is up to a fifth higher at
+32×32, where the total is small anyway). The same overhead is applied to
+them; it was measured on conv_bn, not on these networks.
 """
 
 from __future__ import annotations
@@ -51,9 +58,31 @@ _OPTIMIZER_SLOTS = {"adam": 2, "rmsprop": 1}
 
 
 @dataclass(frozen=True)
+class Backbone:
+    """A Keras Application as worker/training/architectures.py builds it:
+    without its top, average-pooled, on three channels (grayscale is
+    repeated), Keras 3. tests/worker/test_architectures.py checks these
+    against Keras's own counts."""
+
+    parameters: int  # the backbone's count_params()
+    moving: int  # of those, BatchNorm's moving statistics (and fixed normalisation)
+    features: int  # what its pooling hands the head
+    kept_per_pixel: float  # elements of all its layers' outputs, per input pixel
+    largest_per_pixel: float  # its largest output, per input pixel
+
+
+BACKBONES = {
+    "mobilenet_v3_small": Backbone(939_120, 12_112, 576, 100.75, 4.66),
+    "resnet50": Backbone(23_587_712, 53_120, 2048, 736.78, 16.58),
+    "efficientnet_b0": Backbone(4_049_571, 42_023, 1280, 497.53, 24.43),
+}
+
+
+@dataclass(frozen=True)
 class MemoryEstimate:
     parameters: int
     parts: dict[str, float]  # MiB each
+    architecture: str = "conv_bn"
 
     @property
     def total_mb(self) -> float:
@@ -72,6 +101,9 @@ def _shapes(config: TrainConfig) -> list[tuple[int, int, int]]:
 
 def parameter_count(config: TrainConfig, num_classes: int) -> int:
     """Every weight of the model, BatchNorm's moving statistics included."""
+    backbone = BACKBONES.get(config.architecture)
+    if backbone is not None:
+        return backbone.parameters + backbone.features * num_classes + num_classes
     total, channels = 0, config.channels
     for filters in config.filters:
         for _ in range(config.convs_per_block):
@@ -87,6 +119,9 @@ def parameter_count(config: TrainConfig, num_classes: int) -> int:
 
 
 def _trainable_count(config: TrainConfig, num_classes: int) -> int:
+    backbone = BACKBONES.get(config.architecture)
+    if backbone is not None:
+        return parameter_count(config, num_classes) - backbone.moving
     moving = sum(2 * f * config.convs_per_block for f in config.filters) if config.batch_norm else 0
     return parameter_count(config, num_classes) - moving
 
@@ -97,6 +132,13 @@ def _activations_per_image(config: TrainConfig, num_classes: int) -> tuple[float
     image = height * width * config.channels
     augments = sum([config.augment.flip, config.augment.rotate > 0, config.augment.zoom > 0])
     kept, largest = float(image * (1 + augments)), float(image)
+    backbone = BACKBONES.get(config.architecture)
+    if backbone is not None:
+        pixels = height * width
+        kept += 3 * pixels * 2  # at most: the RGB copy of a grayscale image, the rescaled one
+        kept += backbone.kept_per_pixel * pixels
+        kept += backbone.features * (2.25 if config.dropout > 0 else 1) + num_classes
+        return kept, max(largest, backbone.largest_per_pixel * pixels)
     for filters, (pooled_h, pooled_w, _) in zip(config.filters, _shapes(config), strict=True):
         full = height * width * filters
         per_conv = full * (2 if config.batch_norm else 1)  # conv+ReLU, then BatchNorm
@@ -141,7 +183,7 @@ def estimate(
         "activations": activations / MIB,
         "pipeline": (num_images * pixels + PIPELINE_BATCHES * batch * pixels * 4 + decodes) / MIB,
     }
-    return MemoryEstimate(params, parts)
+    return MemoryEstimate(params, parts, config.architecture)
 
 
 def too_big(estimated: MemoryEstimate, budget_mb: float) -> str | None:
@@ -155,6 +197,11 @@ def too_big(estimated: MemoryEstimate, budget_mb: float) -> str | None:
         "weights": "lower dense_units or filters, or add a block to shrink what reaches dense",
         "pipeline": "lower image_size (every image is cached at that size) or batch_size",
     }[biggest]
+    if estimated.architecture in BACKBONES and biggest != "pipeline":
+        advice = (
+            f"lower batch_size or image_size (or set mixed_precision), or choose a smaller "
+            f"architecture than {estimated.architecture}"
+        )
     return (
         f"this run needs about {estimated.total_mb:,.0f} MiB to train "
         f"({estimated.parameters:,} parameters; activations {parts['activations']:,.0f} MiB, "

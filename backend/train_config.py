@@ -30,8 +30,28 @@ class Augment(BaseModel):
     zoom: float = Field(default=0.0, ge=0.0, le=0.5, description="Random zoom, ± this fraction.")
 
 
+# The networks the worker builds (worker/training/architectures.py): the
+# question's Conv+BN family, and Keras Applications built with random weights
+# at the dataset's image size and class count.
+Architecture = Literal["conv_bn", "mobilenet_v3_small", "resnet50", "efficientnet_b0"]
+APPLICATIONS: tuple[str, ...] = ("mobilenet_v3_small", "resnet50", "efficientnet_b0")
+# The knobs of the Conv+BN family only: an application has its own layers.
+CONV_BN_ONLY = ("filters", "convs_per_block", "kernel_size", "batch_norm", "dense_units")
+# Keras Applications need at least this side (their strides reach 1×1 there).
+APPLICATION_MIN_SIDE = 32
+
+
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    architecture: Architecture = Field(
+        default="conv_bn",
+        description="conv_bn: the Conv+BN blocks below (filters, convs_per_block, "
+        "kernel_size, batch_norm, dense_units); mobilenet_v3_small, resnet50, "
+        "efficientnet_b0: that Keras Application with random weights at image_size, its "
+        "classifier head sized to the dataset's classes. bn_momentum applies to every "
+        "BatchNormalization layer and dropout to the head, whichever the network.",
+    )
 
     # data
     image_size: tuple[int, int] = Field(
@@ -99,8 +119,17 @@ class TrainConfig(BaseModel):
         for i, count in enumerate(self.filters):
             if not 1 <= count <= 2048:
                 raise ValueError(f"filters[{i}] must be between 1 and 2048, got {count}")
-        # Each block halves height and width (floor); below 1×1 there is nothing to pool.
         smallest = min(self.image_size)
+        if self.architecture != "conv_bn":
+            if smallest < APPLICATION_MIN_SIDE:
+                raise ValueError(
+                    f"image_size: {self.architecture} needs at least "
+                    f"{APPLICATION_MIN_SIDE}×{APPLICATION_MIN_SIDE} pixels, got "
+                    f"{self.image_size[0]}×{self.image_size[1]}; use a larger image_size "
+                    "(images are resized to it)"
+                )
+            return self
+        # Each block halves height and width (floor); below 1×1 there is nothing to pool.
         if smallest >> len(self.filters) < 1:
             raise ValueError(
                 f"filters: {len(self.filters)} pooling blocks shrink a {smallest}-pixel side "

@@ -8,9 +8,12 @@ functions: the page draws widgets from it, tests call it directly.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from frontend.architectures import APPLICATIONS, ARCHITECTURES, CONV_BN_ONLY, DEFAULT
 
 Kind = Literal["int", "float", "bool", "choice", "size", "int_list", "optional_int"]
 
@@ -48,6 +51,9 @@ GROUPS: dict[str, tuple[FormField, ...]] = {
           "float", 0.0, 0.0, 0.5, 0.05),
     ),
     "Network": (
+        F("architecture", "Architecture", "The network to train: the Conv+BN blocks below, or "
+          "a Keras Application with random weights.", "choice", DEFAULT,
+          options=tuple(ARCHITECTURES)),
         F("filters", "Filters per block", "Comma-separated, one number per block (1–8 blocks); "
           "each block ends in a 2×2 max-pool.", "int_list", [64, 128, 256, 512], 1, 2048),
         F("convs_per_block", "Convs", "Convolution layers in each block, before its pool.",
@@ -146,7 +152,18 @@ def build_config(values: dict[str, Any]) -> dict[str, Any]:
             config.setdefault(parent, {})[child] = value
         else:
             config[parent] = value
+    if config["architecture"] in APPLICATIONS:
+        # Hidden for an application: whatever a preset or clone left in them is sent as
+        # the default, so a config never records a change that trains nothing.
+        config.update({name: copy.deepcopy(FIELDS[name].default) for name in CONV_BN_ONLY})
     return config
+
+
+def shown_fields(fields: tuple[FormField, ...], architecture: str) -> tuple[FormField, ...]:
+    """The fields of a group that mean something for ``architecture``."""
+    if architecture not in APPLICATIONS:
+        return fields
+    return tuple(f for f in fields if f.name not in CONV_BN_ONLY)
 
 
 def parse_int_list(name: str, text: str) -> list[int]:

@@ -9,10 +9,51 @@ from __future__ import annotations
 
 import streamlit as st
 
-from frontend.config_form import FormField, widget_keys
+from frontend import architectures
+from frontend.config_form import FIELDS, FormField, widget_keys
 
 # Short fields that share a row with the next one, so each group fits the screen.
 SIDE_BY_SIDE = {"augment.rotate", "convs_per_block"}
+ARCHITECTURE = FIELDS["architecture"]
+
+
+def draw_architecture(error: str | None = None) -> str:
+    """The architecture select, with its choice's line beside it; returns the choice.
+
+    The page draws it above its form: a widget inside a form reruns nothing
+    until submit, and the Network group must follow the choice at once."""
+    (key,) = widget_keys(ARCHITECTURE)
+    select, line = st.columns([1, 2], vertical_alignment="bottom")
+    chosen = str(
+        select.selectbox(
+            ARCHITECTURE.label,
+            ARCHITECTURE.options,
+            key=key,
+            format_func=architectures.label,
+            help=ARCHITECTURE.help,
+        )
+    )
+    line.caption(architectures.description(chosen))
+    if error:
+        st.error(error)
+    if chosen in architectures.APPLICATIONS:
+        # Streamlit drops the state of a widget not drawn in a run; the hidden
+        # conv_bn knobs keep their preset's or clone's values for a switch back.
+        for name in architectures.CONV_BN_ONLY:
+            for hidden in widget_keys(FIELDS[name]):
+                st.session_state[hidden] = st.session_state[hidden]
+    return chosen
+
+
+def network_note(architecture: str) -> None:
+    """What the Network knobs left in view do for an application."""
+    if architecture not in architectures.APPLICATIONS:
+        return
+    st.caption(
+        f"{architectures.label(architecture)} has its own layers: filters, convs, kernel, "
+        "BatchNorm and dense units apply to conv_bn only. BatchNorm momentum applies to "
+        "every BatchNormalization layer of the network, dropout to its head."
+    )
 
 
 def draw_group(fields: tuple[FormField, ...], errors: dict[str, str]) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from frontend.architectures import without_unused
 from frontend.choices import unique_labels
 from frontend.config_form import GROUPS
 
@@ -76,9 +77,10 @@ def format_value(field: str, value: Any) -> str:
 def config_groups(
     config: Row, unknown: Row | None = None
 ) -> list[tuple[str, list[tuple[str, str]]]]:
-    """Every field of ``config`` as (group, [(field, shown value)]); the stored
-    fields the API no longer knows (``unknown``) last, in a group of their own."""
-    flat = flatten_config(config)
+    """Every field of ``config`` its network uses as (group, [(field, shown
+    value)]); the stored fields the API no longer knows (``unknown``) last, in a
+    group of their own."""
+    flat = without_unused(flatten_config(config))
     groups: list[tuple[str, list[tuple[str, str]]]] = []
     known: set[str] = set()
     for title, fields in CONFIG_GROUPS:
@@ -98,8 +100,9 @@ def config_groups(
 def comparable_config(run: Row) -> Row:
     """A run's config for the tables of several runs, flattened: the fields it
     trains with, plus those stored by an earlier version that nothing uses now
-    (``config_unknown``), marked so, so that a difference there is seen too."""
-    flat = flatten_config(run.get("config") or {})
+    (``config_unknown``), marked so, so that a difference there is seen too.
+    An application run has no conv_bn knobs: beside a conv_bn run they read "—"."""
+    flat = without_unused(flatten_config(run.get("config") or {}))
     unknown = flatten_config(run.get("config_unknown") or {})
     flat.update({f"{field}{UNUSED_MARK}": value for field, value in unknown.items()})
     return flat

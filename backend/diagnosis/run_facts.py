@@ -77,11 +77,17 @@ class RunFacts:
         steps = None
         if dataset is not None and dataset.train_images:
             steps = math.ceil(dataset.train_images / config.batch_size)
+        # An application has BatchNorm throughout, whatever batch_norm says,
+        # and none of the Conv+BN family's knobs (filters, dense_units):
+        # a rule suggests no change to them.
+        conv_bn = config.architecture == "conv_bn"
+        batch_norm = config.batch_norm or not conv_bn
         return cls(
             source="worker",
-            batch_norm=config.batch_norm,
-            # The config's one momentum is every BN layer's: no names to give.
-            bn_momentum=config.bn_momentum if config.batch_norm else None,
+            batch_norm=batch_norm,
+            # The config's one momentum is every BN layer's (the worker sets
+            # it on each, nested ones included): no names to give.
+            bn_momentum=config.bn_momentum if batch_norm else None,
             dropout_rates=(config.dropout,) if config.dropout > 0 else (),
             optimizer=config.optimizer,
             optimizer_class=KERAS_OPTIMIZERS.get(config.optimizer),
@@ -95,8 +101,8 @@ class RunFacts:
             augmented=bool(config.augment.flip or config.augment.rotate or config.augment.zoom),
             early_stopping_patience=config.early_stopping_patience,
             validation_split=config.validation_split,
-            filters=tuple(config.filters),
-            dense_units=config.dense_units,
+            filters=tuple(config.filters) if conv_bn else (),
+            dense_units=config.dense_units if conv_bn else None,
             dataset=dataset,
         )
 

@@ -1,6 +1,6 @@
-"""New run: a dataset, a preset or an earlier run to start from, then every
-TrainConfig field in four groups. Submitting lands on the run's page; the
-API's 422 is shown next to the field it names.
+"""New run: a dataset, a preset or an earlier run to start from, the
+architecture, then every TrainConfig field it uses in four groups. Submitting
+lands on the run's page; the API's 422 is shown next to the field it names.
 
 Deep links: ``/new-run?dataset=<id>`` preselects a dataset,
 ``/new-run?clone=<run_id>`` pre-fills the form (and dataset) from that run.
@@ -20,10 +20,11 @@ from frontend.config_form import (
     FormError,
     build_config,
     errors_by_field,
+    shown_fields,
     widget_keys,
     widget_values,
 )
-from frontend.config_widgets import draw_group
+from frontend.config_widgets import draw_architecture, draw_group, network_note
 
 DEFAULT_PRESET = "seed-cnn"
 CLONE_CHOICES = 50
@@ -61,6 +62,7 @@ def main() -> None:
     summary, errors = st.session_state.get(ERRORS, (None, {}))
     if summary:
         st.error(f"**The run was not started.** {summary}")
+    architecture = draw_architecture(errors.get("architecture"))
 
     with st.form("new_run", border=False):
         # The button sits beside the name, above the groups, so it is always in view.
@@ -73,7 +75,10 @@ def main() -> None:
         for column, (group, fields) in zip(st.columns(len(GROUPS)), GROUPS.items(), strict=True):
             with column.container(border=True):
                 st.markdown(f"**{group}**")
-                draw_group(fields, errors)
+                if group == "Network":
+                    network_note(architecture)
+                shown = shown_fields(fields, architecture)
+                draw_group(tuple(f for f in shown if f.name != "architecture"), errors)
     if submitted:
         _submit(client)
 

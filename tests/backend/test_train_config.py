@@ -45,6 +45,19 @@ def test_pooling_below_one_pixel_is_refused() -> None:
     assert TrainConfig(image_size=(16, 16), filters=[4, 4, 4, 4]).filters == [4, 4, 4, 4]
 
 
+@pytest.mark.parametrize("architecture", ["mobilenet_v3_small", "resnet50", "efficientnet_b0"])
+def test_an_application_refuses_images_below_32_pixels(architecture: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        TrainConfig(architecture=architecture, image_size=(16, 16))
+    assert (
+        f"image_size: {architecture} needs at least 32×32 pixels, got 16×16; use a larger "
+        "image_size (images are resized to it)"
+    ) in str(info.value)
+    # conv_bn's filters do not apply to it: 32 px with 6 blocks is not refused.
+    config = TrainConfig(architecture=architecture, image_size=(32, 40), filters=[4] * 6)
+    assert config.architecture == architecture
+
+
 @pytest.mark.parametrize(
     ("size", "message"), [((0, 16), "image_size[0]"), ((16, 5000), "image_size[1]")]
 )

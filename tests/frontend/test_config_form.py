@@ -4,15 +4,29 @@ a 422 lands on the field it names."""
 
 from __future__ import annotations
 
-import pytest
+from typing import get_args
 
-from backend.train_config import PRESETS, Augment, TrainConfig
+import pytest
+from pydantic import ValidationError
+
+from backend.train_config import (
+    APPLICATION_MIN_SIDE,
+    APPLICATIONS,
+    CONV_BN_ONLY,
+    PRESETS,
+    Architecture,
+    Augment,
+    TrainConfig,
+)
+from frontend import architectures
 from frontend.config_form import (
     FIELDS,
+    GROUPS,
     FormError,
     build_config,
     errors_by_field,
     field_error,
+    shown_fields,
     widget_keys,
     widget_values,
 )
@@ -101,3 +115,39 @@ def test_a_model_level_message_names_its_field_at_the_start() -> None:
     errors = {"config": "image_size[1] must be between 4 and 1024, got 2"}
     assert field_error(errors, "image_size") == errors["config"]
     assert field_error(errors, "filters") is None
+
+
+def test_the_architectures_mirror_trainconfigs() -> None:
+    assert FIELDS["architecture"].options == get_args(Architecture)
+    assert architectures.APPLICATIONS == APPLICATIONS
+    assert architectures.CONV_BN_ONLY == CONV_BN_ONLY
+    assert set(CONV_BN_ONLY) < set(FIELDS)
+
+
+@pytest.mark.parametrize("name", APPLICATIONS)
+def test_an_application_sends_the_conv_bn_knobs_unchanged(name: str) -> None:
+    # Started from a preset of other knobs: hidden for an application, never sent changed.
+    values = widget_values(PRESETS["tiny"][1].model_dump(mode="json"))
+    values["cfg.architecture"] = name
+    config = build_config(values)
+    defaults = TrainConfig()
+    assert config["architecture"] == name
+    assert {k: config[k] for k in CONV_BN_ONLY} == {k: getattr(defaults, k) for k in CONV_BN_ONLY}
+    assert config["bn_momentum"] == 0.9 and config["image_size"] == [32, 32]  # the rest stays
+    TrainConfig.model_validate(config)
+
+
+def test_only_the_knobs_an_application_uses_are_shown() -> None:
+    network = GROUPS["Network"]
+    assert shown_fields(network, "conv_bn") == network
+    shown = [f.name for f in shown_fields(network, "resnet50")]
+    assert shown == ["architecture", "bn_momentum", "dropout"]
+
+
+def test_an_applications_smallest_image_lands_on_image_size() -> None:
+    with pytest.raises(ValidationError) as caught:
+        TrainConfig(architecture="resnet50", image_size=(16, 16))
+    (error,) = caught.value.errors()
+    message = str(error["msg"]).removeprefix("Value error, ")
+    assert field_error({"config": message}, "image_size") == message
+    assert str(APPLICATION_MIN_SIDE) in message

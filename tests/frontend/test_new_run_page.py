@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from streamlit.testing.v1 import AppTest
 
-from backend.train_config import PRESETS
+from backend.train_config import CONV_BN_ONLY, PRESETS, TrainConfig
 from frontend.config_form import FIELDS, build_config, widget_keys, widget_values
 from tests.frontend.conftest import LiveApi, open_app_page
 
@@ -29,19 +29,31 @@ def form_values(page: AppTest) -> dict[str, Any]:
 
 
 def message_under(page: AppTest, key: str) -> str | None:
-    """The error drawn right after the widget with ``key``, if any."""
+    """The error drawn right after the widget with ``key``, or after the row of
+    columns that holds it (the image size's two inputs), if any."""
+    Trail = list[tuple[list[Any], int]]
 
-    def walk(node: Any) -> str | None:
+    def walk(node: Any, trail: Trail) -> Trail | None:
         children = list(getattr(node, "children", {}).values())
         for index, child in enumerate(children):
+            here = [*trail, (children, index)]
             if getattr(child, "key", None) == key:
-                after = children[index + 1] if index + 1 < len(children) else None
-                return after.value if type(after).__name__ == "Error" else None
-            if (found := walk(child)) is not None:
+                return here
+            if (found := walk(child, here)) is not None:
                 return found
         return None
 
-    return walk(page.main)
+    # The widget, its column, the columns' row: no higher, where other fields' are.
+    for children, index in reversed((walk(page.main, []) or [])[-3:]):
+        after = children[index + 1] if index + 1 < len(children) else None
+        if after is not None and type(after).__name__ == "Error":
+            return str(after.value)
+    return None
+
+
+def drawn_keys(page: AppTest) -> set[str]:
+    kinds = ("number_input", "text_input", "checkbox", "selectbox", "radio")
+    return {str(w.key) for kind in kinds for w in page.get(kind)}
 
 
 def test_the_questions_network_is_the_default_preset(live_api: LiveApi) -> None:
@@ -168,3 +180,55 @@ def test_coming_back_with_another_run_to_clone_loads_that_one(live_api: LiveApi)
     page.run()
     assert page.selectbox(key="nr.clone").value == second["id"]
     assert form_value(page, "cfg.filters") == "2, 4, 6"
+
+
+def test_an_application_hides_the_conv_bn_knobs_and_sends_them_unchanged(
+    live_api: LiveApi,
+) -> None:
+    live_api.upload_dataset()
+    page = open_app_page("new_run")
+    page.selectbox(key="nr.preset").select("tiny").run()
+    page.selectbox(key="cfg.architecture").select("mobilenet_v3_small").run()
+    assert not page.exception
+    hidden = {f"cfg.{name}" for name in CONV_BN_ONLY}
+    assert not hidden & drawn_keys(page)
+    assert {"cfg.bn_momentum", "cfg.dropout"} <= drawn_keys(page)
+    assert any("apply to conv_bn only" in c.value for c in page.caption)
+    assert any("every BatchNormalization layer" in c.value for c in page.caption)
+    assert any(c.value.startswith("Keras MobileNetV3Small with random") for c in page.caption)
+
+    # Back to conv_bn: the preset's knobs are still there.
+    page.selectbox(key="cfg.architecture").select("conv_bn").run()
+    assert hidden <= drawn_keys(page)
+    assert form_value(page, "cfg.filters") == "8, 16"
+    page.selectbox(key="cfg.architecture").select("mobilenet_v3_small").run()
+    page.button[0].click().run()
+
+    assert not page.exception
+    (run,) = runs_of(live_api)
+    defaults = TrainConfig().model_dump(mode="json")
+    tiny = PRESETS["tiny"][1].model_dump(mode="json")
+    expected = tiny | {name: defaults[name] for name in CONV_BN_ONLY}
+    assert run["config"] == expected | {"architecture": "mobilenet_v3_small"}
+    assert page.query_params["id"] == run["id"]
+
+
+def test_an_image_too_small_for_an_application_is_said_at_the_image_size(
+    live_api: LiveApi,
+) -> None:
+    live_api.upload_dataset()
+    page = open_app_page("new_run")
+    page.selectbox(key="cfg.architecture").select("resnet50").run()
+    page.number_input(key="cfg.image_size.0").set_value(16)
+    page.number_input(key="cfg.image_size.1").set_value(16)
+    page.button[0].click().run()
+
+    assert not page.exception
+    assert runs_of(live_api) == []
+    beside = message_under(page, "cfg.image_size.0")
+    assert beside and "resnet50 needs at least 32×32 pixels, got 16×16" in beside
+    page.number_input(key="cfg.image_size.0").set_value(32)
+    page.number_input(key="cfg.image_size.1").set_value(32)
+    page.button[0].click().run()
+    (run,) = runs_of(live_api)
+    assert (run["config"]["architecture"], run["config"]["image_size"]) == ("resnet50", [32, 32])

@@ -156,3 +156,16 @@ def test_compare_with_opens_the_compare_page(live_api: LiveApi) -> None:
     next(b for b in app.button if b.label == "Compare").click().run()
     assert not app.exception
     assert app.query_params["ids"] == f"{run['id']},{other['id']}"
+
+
+def test_an_application_runs_config_shows_its_architecture_not_conv_bn_knobs(
+    live_api: LiveApi,
+) -> None:
+    run = seeded_run(live_api, 2, "succeeded", architecture="resnet50", image_size=[32, 32])
+    assert run["config"]["filters"] == CONFIG["filters"]  # stored, trains nothing
+    page = open_run(run["id"])
+    assert not page.exception
+    config = text_of(page)
+    assert ">architecture<" in config and ">resnet50<" in config
+    assert ">bn_momentum<" in config and ">learning_rate<" in config
+    assert ">filters<" not in config and ">dense_units<" not in config

@@ -160,3 +160,31 @@ def test_tables_of_several_runs_show_the_unknown_fields_marked() -> None:
     }
     _, fields = run_tables.runs_rows([old, new], {})
     assert fields == ["legacy_knob (not used)"]
+
+
+def test_an_application_runs_config_leaves_out_the_conv_bn_knobs() -> None:
+    resnet = {**CONFIG, "architecture": "resnet50", "dense_units": 512}
+    shown = dict(pair for _, pairs in run_view.config_groups(resnet) for pair in pairs)
+    assert shown["architecture"] == "resnet50"
+    assert "filters" not in shown and "batch_norm" not in shown and "dense_units" not in shown
+    assert shown["bn_momentum"] == "0.99"  # every BN layer of the application
+    conv_bn = dict(pair for _, pairs in run_view.config_groups(CONFIG) for pair in pairs)
+    assert conv_bn["filters"] == "8, 16"
+
+
+def test_tables_of_several_runs_name_the_architecture_and_only_knobs_it_uses() -> None:
+    conv = {"id": "r1", "status": "succeeded", "config": {**CONFIG, "architecture": "conv_bn"}}
+    resnet = {"id": "r2", "status": "succeeded", "config": {**CONFIG, "architecture": "resnet50"}}
+    # Stored conv_bn knobs that differ between two applications train nothing.
+    mobile = {
+        "id": "r3",
+        "status": "succeeded",
+        "config": {**CONFIG, "architecture": "mobilenet_v3_small", "filters": [4]},
+    }
+    rows = run_tables.compare_rows([conv, resnet], {"r1": "conv", "r2": "resnet"}, {})
+    table = {row[""]: (row["conv"], row["resnet"]) for row in rows}
+    assert table["architecture"] == ("conv_bn", "resnet50")
+    assert table["filters"] == ("8, 16", "—") and table["batch_norm"] == ("on", "—")
+    rows = run_tables.compare_rows([resnet, mobile], {"r2": "resnet", "r3": "mobile"}, {})
+    names = {row[""] for row in rows}
+    assert "architecture" in names and "filters" not in names

@@ -167,6 +167,23 @@ def set_run(database: Database, run_id: str, **fields: Any) -> None:
         session.commit()
 
 
+def redelivered(
+    database: Database, run_id: str, epochs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As if the worker died mid-run (now planned for ``epochs``) and the
+    broker delivered the task again: the run is "running" in SQL, and a
+    resumed run must load its checkpoint, never build a new model."""
+    config = {**get_run(database, run_id).config, "epochs": epochs}
+    set_run(database, run_id, status="running", config=config, finished_at=None)
+
+    def fresh_model(*_: object) -> None:
+        raise AssertionError("a resumed run must not build a new model")
+
+    from worker.training import runner  # TensorFlow: only for the tests that train
+
+    monkeypatch.setattr(runner, "make_model", fresh_model)
+
+
 def get_run(database: Database, run_id: str) -> Run:
     with database.session() as session:
         run = session.get(Run, run_id)

@@ -20,10 +20,10 @@ from tests.worker.conftest import (
     epoch_numbers,
     get_run,
     of_type,
+    redelivered,
     set_run,
     stream,
 )
-from worker.training import runner
 from worker.training.runner import run_training
 
 pytestmark = BOTH_DATABASES
@@ -39,13 +39,7 @@ def test_redelivered_task_resumes_from_its_checkpoint(
     run_id = make_run(epochs=2)
     assert run_training(run_id, settings, database, redis_client) == "succeeded"
     # As if the worker died after epoch 2 of 4 and the broker redelivered the task.
-    config = {**get_run(database, run_id).config, "epochs": 4}
-    set_run(database, run_id, status="running", config=config, finished_at=None)
-
-    def fresh_model(*_: object) -> None:
-        raise AssertionError("a resumed run must not build a new model")
-
-    monkeypatch.setattr(runner, "make_model", fresh_model)
+    redelivered(database, run_id, 4, monkeypatch)
     assert run_training(run_id, settings, database, redis_client) == "succeeded"
 
     run = get_run(database, run_id)
