@@ -147,6 +147,7 @@ def test_a_dataset_with_runs_is_deleted_only_with_them(
     assert reply.json() == {
         "detail": f"dataset has 1 run(s); delete them first, or send "
         f"DELETE /api/datasets/{dataset_id}?delete_runs=true to delete them with it",
+        "total": 1,
         "runs": [{"id": run_id, "name": run.json()["name"], "status": "cancelled"}],
     }
     assert api.get(f"/api/datasets/{dataset_id}").status_code == 200
